@@ -109,7 +109,12 @@ def concat_manifests(frames: Iterable[pd.DataFrame]) -> pd.DataFrame:
     frames = list(frames)
     issues = [f.attrs.get("issues") for f in frames if f.attrs.get("issues") is not None]
     issues = [i for i in issues if len(i)]
-    out = pd.concat(frames, ignore_index=True) if frames else make_manifest([])
+    bare = []
+    for f in frames:  # pandas compares attrs while concatenating; DataFrame-valued attrs cannot be compared
+        f = f.copy(deep=False)
+        f.attrs = {}
+        bare.append(f)
+    out = pd.concat(bare, ignore_index=True) if bare else make_manifest([])
     out.attrs = {}
     out.attrs["issues"] = (
         pd.concat(issues, ignore_index=True) if issues else pd.DataFrame(columns=list(ISSUE_COLUMNS))

@@ -1,0 +1,16 @@
+"""Synthetic micro-expression data written in the real datasets' on-disk formats.
+
+Public API:
+
+* :func:`write_dataset` / :func:`write_composite` -- write a dataset (or every dataset of
+  a composite) in its real layout, rendered or as a structural twin (``counts="real"``);
+* :func:`load_ground_truth` -- the sidecar table (and optionally the apex flows);
+* :data:`FAULTS` -- the bad-input cases ``write_dataset(faults=...)`` can inject.
+
+The face and motion generator lives in :mod:`.faces`, :mod:`.motion` and :mod:`.render`;
+it is imported only when frames are rendered.
+"""
+
+from .layouts import COMPOSITES, FAULTS, LAYOUTS, load_ground_truth, motion_class, write_composite, write_dataset
+
+__all__ = ["COMPOSITES", "FAULTS", "LAYOUTS", "load_ground_truth", "motion_class", "write_composite", "write_dataset"]

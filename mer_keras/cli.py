@@ -1,0 +1,209 @@
+"""The ``mer-keras`` command line: a thin layer over the library.
+
+Every subcommand has ``--help``. Bad arguments or unreadable input end with a one-line
+``mer-keras: error: ...`` on stderr and a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import logging
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+
+class CLIError(Exception):
+    """An error the user can fix; printed as one line."""
+
+
+def _composite_parts(fn) -> list[str]:
+    """A composite builder's source-dataset arguments: its keyword parameters that default to None."""
+    return [
+        p.name
+        for p in inspect.signature(fn).parameters.values()
+        if p.kind is p.POSITIONAL_OR_KEYWORD and p.default is None
+    ]
+
+
+def _parse_roots(pairs: list[str]) -> dict[str, Path]:
+    roots = {}
+    for pair in pairs or []:
+        name, sep, path = pair.partition("=")
+        if not sep or not name or not path:
+            raise CLIError(f"--root takes NAME=PATH (e.g. casme2=/data/CASME2), got {pair!r}")
+        roots[name] = Path(path)
+    return roots
+
+
+def load_manifest(args) -> "pd.DataFrame":  # noqa: F821
+    """The manifest selected by --dataset/--composite, --root and --data-dir."""
+    from mer_keras.data import COMPOSITES, load_dataset
+
+    roots = _parse_roots(args.root)
+    if bool(args.dataset) == bool(args.composite):
+        raise CLIError("give exactly one of --dataset NAME or --composite NAME")
+    for path in roots.values():
+        if not path.exists():
+            raise CLIError(f"dataset root {path} does not exist")
+    if args.dataset:
+        root = roots.get(args.dataset) or (Path(args.data_dir) / args.dataset if args.data_dir else None)
+        if root is None and len(roots) == 1:
+            root = next(iter(roots.values()))
+        if root is None or not Path(root).exists():
+            raise CLIError(f"no root for {args.dataset}: pass --root {args.dataset}=PATH or --data-dir")
+        return load_dataset(args.dataset, root).manifest
+    fn = COMPOSITES[args.composite]
+    names = _composite_parts(fn)
+    kwargs = {}
+    for name in names:
+        if name in roots:
+            kwargs[name] = roots[name]
+        elif args.data_dir and (Path(args.data_dir) / name).is_dir():
+            kwargs[name] = Path(args.data_dir) / name
+    unknown = set(roots) - set(names)
+    if unknown:
+        raise CLIError(f"{args.composite} has no part {sorted(unknown)}; its parts are {names}")
+    if not kwargs:
+        raise CLIError(f"no dataset roots for {args.composite}: pass --root NAME=PATH for some of {names}")
+    return fn(**kwargs)
+
+
+def _add_source_args(p: argparse.ArgumentParser, composites) -> None:
+    src = p.add_argument_group("data source (licensed data on your disk, or a synthetic twin)")
+    src.add_argument("--dataset", help="one dataset: casme, casme2, samm, smic, mmew, casme_sq, ckplus, oulu_casia, jaffe, mug")
+    src.add_argument("--composite", choices=sorted(composites), help="a composite protocol set")
+    src.add_argument("--root", action="append", metavar="NAME=PATH", help="a dataset's root folder (repeatable)")
+    src.add_argument("--data-dir", help="folder holding one sub-folder per dataset, named as above (as `synth` writes)")
+
+
+def cmd_synth(args) -> int:
+    from mer_keras.data import COMPOSITES, synthetic
+
+    out = Path(args.out)
+    kwargs = dict(seed=args.seed, photos=args.photos, n_frames=args.frames)
+    if args.counts:
+        kwargs["counts"] = args.counts
+    if args.name in COMPOSITES:
+        roots = synthetic.write_composite(
+            args.name, out, subjects_per_dataset=args.subjects, clips_per_subject=args.clips, **kwargs
+        )
+        for part, root in roots.items():
+            print(f"{part}: {root}")
+        print(f"next: mer-keras prepare --composite {args.name} --data-dir {out} --out CACHE_DIR")
+    else:
+        info = synthetic.write_dataset(args.name, out, n_subjects=args.subjects, clips_per_subject=args.clips, **kwargs)
+        print(f"{args.name}: {out} ({info})")
+    return 0
+
+
+def cmd_prepare(args) -> int:
+    from mer_keras.data.manifest import summarize
+    from mer_keras.preprocess.cache import prepare
+    from mer_keras.preprocess.pipeline import PreprocessConfig
+
+    manifest = load_manifest(args)
+    if args.labelled_only:
+        manifest = manifest[manifest["label_id"] >= 0]
+    config = PreprocessConfig.preset(args.preset)
+    if args.size:
+        config = config.replace(size=args.size)
+    print(summarize(manifest).to_string())
+    result = prepare(manifest, args.out, config, workers=args.workers, progress=not args.no_progress)
+    print(result.summary())
+    return 0
+
+
+def cmd_bench(args) -> int:
+    if args.what == "preprocess":
+        from mer_keras.preprocess.bench import run_preprocess_bench
+
+        run_preprocess_bench(repeats=args.repeats, workers=args.workers)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from mer_keras.demo import run_demo
+
+    run_demo(args.out, subjects_per_dataset=args.subjects, workers=args.workers, seed=args.seed)
+    return 0
+
+
+def cmd_datasets(args) -> int:
+    from mer_keras.data import available_datasets
+
+    for name in available_datasets():
+        print(name)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from mer_keras.data import COMPOSITES
+
+    parser = argparse.ArgumentParser(
+        prog="mer-keras",
+        description="Lightweight micro-expression recognition in Keras 3 (ShuffleNetV2-SVM, MobileViT, Off-TANet, ARFNet).",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every fixed or skipped clip")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("synth", help="write a synthetic dataset or composite in the real on-disk layout")
+    p.add_argument("name", help=f"a dataset name or a composite ({', '.join(sorted(COMPOSITES))})")
+    p.add_argument("--out", required=True, help="folder to write into")
+    p.add_argument("--subjects", type=int, default=4, help="subjects (per dataset for a composite)")
+    p.add_argument("--clips", type=int, default=6, help="clips per subject")
+    p.add_argument("--frames", type=int, default=15, help="frames per clip")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--photos", help="folder of your own frontal face photos to build subjects from")
+    p.add_argument("--counts", choices=["real"], help="'real': annotation-only twin with the real clip counts")
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("prepare", help="align, mask and compute TV-L1 flow for every clip into a resumable cache")
+    _add_source_args(p, COMPOSITES)
+    p.add_argument("--out", required=True, help="cache folder (rerun to resume)")
+    p.add_argument("--preset", default="shufflenet", choices=["shufflenet", "mobilevit", "off_tanet", "ststnet"])
+    p.add_argument("--size", type=int, help="override the preset's crop size")
+    p.add_argument("--workers", type=int, help="processes (default: all cores)")
+    p.add_argument("--labelled-only", action="store_true", help="skip clips without a 3-class label")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("bench", help="benchmarks that print measured numbers")
+    p.add_argument("what", choices=["preprocess"])
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--workers", type=int, default=2, help="largest process count for the prepare throughput row")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("demo", help="synthetic MEGC-style composite -> readers -> prepare, with summaries")
+    p.add_argument("--out", default="demo_out")
+    p.add_argument("--subjects", type=int, default=4, help="subjects per dataset")
+    p.add_argument("--workers", type=int)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("datasets", help="list the dataset readers")
+    p.set_defaults(func=cmd_datasets)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except CLIError as exc:
+        parser.exit(2, f"mer-keras: error: {exc}\n")
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        parser.exit(1, f"mer-keras: error: {message}\n")
+    except KeyboardInterrupt:
+        parser.exit(130, "mer-keras: interrupted (rerun the same command to resume)\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,560 @@
+"""Readers of the micro-expression datasets: CASME, CASME II, SAMM, SMIC (HS and E), MMEW, CAS(ME)^2.
+
+Each class reads a dataset from the layout described in ``datasets.md`` and exposes
+``.manifest`` (a manifest frame, see :mod:`mer_keras.data.manifest`) and ``.issues``.
+All repair/drop rules are those of :mod:`mer_keras.data.readers._common`:
+
+* a required annotation column that is missing raises ``AnnotationError`` (column + file);
+* duplicate (subject, clip) rows: the first is kept, the others dropped;
+* an emotion outside the dataset's vocabulary: dropped;
+* non-numeric onset/offset or onset > offset: dropped;
+* blank / non-numeric apex (``/``) or apex outside onset..offset: apex := middle frame, fixed;
+* clip folder missing/empty, or no frame inside onset..offset: dropped;
+* onset/offset frame file missing: range shrunk to the existing frames, fixed;
+* apex frame file missing: apex := nearest existing frame, fixed.
+
+Frame numbers in the manifest are the dataset's own (``img46.jpg`` -> 46).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Mapping
+
+import pandas as pd
+
+from ..manifest import AnnotationError
+from ._common import (
+    AnnotatedReader,
+    ReaderBase,
+    as_int,
+    as_text,
+    find_annotation,
+    find_header_row,
+    first_existing_dir,
+    frame_regex,
+    header_key,
+    list_frames,
+    read_sheet,
+    select_columns,
+)
+
+NEGATIVE_EMOTIONS = ("anger", "contempt", "disgust", "fear", "sadness", "repression", "negative")
+"""Emotions grouped as ``negative`` by the broad mapping (MMEW and macro sets)."""
+
+
+def broad_label_map(vocabulary) -> dict[str, str | None]:
+    """happiness -> positive, surprise -> surprise, negative emotions -> negative, else ``None``."""
+    out = {}
+    for emotion in vocabulary:
+        if emotion in ("happiness", "happy", "positive", "amusement"):
+            out[emotion] = "positive"
+        elif emotion in ("surprise",):
+            out[emotion] = "surprise"
+        elif emotion in NEGATIVE_EMOTIONS:
+            out[emotion] = "negative"
+        else:
+            out[emotion] = None
+    return out
+
+
+# ----------------------------------------------------------------------------- CASME II
+
+
+class CASME2(AnnotatedReader):
+    """CASME II (2014): 26 subjects, 255 coded rows, 200 fps, 640x480 colour.
+
+    Layout (datasets.md): ``CASME2-coding-20140508.xlsx`` (or ``-20190701.xlsx``), one
+    sheet, header in row 1; columns selected by name (``Subject, Filename, OnsetFrame,
+    ApexFrame, OffsetFrame, Estimated Emotion``; blank ``Unnamed: N``, ``Action Units``
+    and ``Objective Class`` columns are ignored). Frames
+    ``CASME2_RAW_selected/sub01/EP02_01f/img46.jpg`` or ``Cropped/.../reg_img46.jpg``.
+    ``Subject`` 1 -> subject id ``sub01``.
+
+    Default labels are the MEGC2019 rules: happiness -> positive, surprise -> surprise,
+    disgust and repression -> negative, others/sadness/fear -> ``None``.
+    Issue rules: see the module docstring (a ``/`` or blank apex -> middle frame).
+    ``frames_dir`` overrides the frame folder (default: the first of
+    ``CASME2_RAW_selected``, ``CASME2_RAW``, ``Cropped``, ``CASME2_Cropped`` under root, else root).
+    """
+
+    name = "casme2"
+    fps = 200.0
+    vocabulary = ("happiness", "surprise", "disgust", "repression", "others", "sadness", "fear")
+    default_label_map = {"happiness": "positive", "surprise": "surprise", "disgust": "negative", "repression": "negative"}
+    annotation_patterns = ("CASME2-coding-*.xlsx", "CASME2-coding-*.xls", "CASME2*.xlsx")
+    frame_dirs = ("CASME2_RAW_selected", "CASME2_RAW", "Cropped", "CASME2_Cropped")
+    frame_pattern = frame_regex(r"(?:reg_)?img(\d+)\.{ext}")
+    columns = {
+        "subject": ("Subject",),
+        "clip": ("Filename",),
+        "onset": ("OnsetFrame", "Onset Frame", "Onset"),
+        "apex": ("ApexFrame", "Apex Frame", "Apex"),
+        "offset": ("OffsetFrame", "Offset Frame", "Offset"),
+        "emotion": ("Estimated Emotion", "Emotion"),
+    }
+
+    def __init__(self, root, annotation=None, label_map=None, frames_dir=None):
+        self.frames_dir = frames_dir
+        super().__init__(root, annotation, label_map)
+
+    def _table(self):
+        self.annotation_path = find_annotation(self.root, self.annotation, self.annotation_patterns, self.name)
+        self.frames_root = first_existing_dir(self.root, self.frame_dirs, self.frames_dir)
+        return select_columns(read_sheet(self.annotation_path, sheet_name=0), self.columns, self.annotation_path)
+
+    def _subject_id(self, value):
+        number = as_int(value)
+        if number is not None:
+            return f"sub{number:02d}"
+        text = as_text(value).lower()
+        return text if re.fullmatch(r"sub\d+", text) else None
+
+    def _clip_folder(self, subject, clip, record):
+        return self.frames_root / subject / clip
+
+
+# ----------------------------------------------------------------------------- SAMM
+
+
+class SAMM(AnnotatedReader):
+    """SAMM (2016): 32 subjects, 159 micro-movements, 200 fps, 960x650 grey.
+
+    Layout (datasets.md): ``SAMM_Micro_FACS_Codes_v2.xlsx`` whose 13 rows of notes come
+    first; the header is the 14th row (``header=13``; if that row lacks the column names
+    the first row holding ``Subject`` and ``Filename`` is used). Columns by name:
+    ``Subject, Filename, Onset Frame, Apex Frame, Offset Frame, Estimated Emotion``.
+    Frames ``SAMM/006/006_1_2/006_05562.jpg``; ``Subject`` 6 -> ``006``.
+
+    Default labels are the MEGC2019 rules: Happiness -> positive, Surprise -> surprise,
+    Anger/Contempt/Disgust/Fear/Sadness -> negative, Other -> ``None``.
+    The known error of ``032_3_1`` (apex 1930 outside 4896..4970) is fixed to the middle
+    frame and logged, like every apex outside its range (module docstring rules).
+    """
+
+    name = "samm"
+    fps = 200.0
+    vocabulary = ("anger", "other", "happiness", "surprise", "contempt", "disgust", "fear", "sadness")
+    default_label_map = {
+        "happiness": "positive",
+        "surprise": "surprise",
+        **{e: "negative" for e in ("anger", "contempt", "disgust", "fear", "sadness")},
+    }
+    annotation_patterns = ("SAMM_Micro_FACS_Codes_v2.xlsx", "SAMM_Micro_FACS_Codes*.xls*", "SAMM*.xlsx")
+    header_row = 13
+    frame_dirs = ("SAMM",)
+    frame_pattern = frame_regex(r"\d+_(\d+)\.{ext}")
+    columns = {
+        "subject": ("Subject",),
+        "clip": ("Filename",),
+        "onset": ("Onset Frame", "OnsetFrame"),
+        "apex": ("Apex Frame", "ApexFrame"),
+        "offset": ("Offset Frame", "OffsetFrame"),
+        "emotion": ("Estimated Emotion", "Emotion"),
+    }
+
+    def __init__(self, root, annotation=None, label_map=None, frames_dir=None):
+        self.frames_dir = frames_dir
+        super().__init__(root, annotation, label_map)
+
+    def _table(self):
+        path = self.annotation_path = find_annotation(self.root, self.annotation, self.annotation_patterns, self.name)
+        self.frames_root = first_existing_dir(self.root, self.frame_dirs, self.frames_dir)
+        raw = read_sheet(path, sheet_name=0, header=None)
+        row = find_header_row(raw, ("Subject", "Filename"), preferred=self.header_row)
+        if row is None:
+            raise AnnotationError(f"required column 'Filename' not found in annotation file {path} (no header row)")
+        table = raw.iloc[row + 1 :].reset_index(drop=True)
+        table.columns = [("Unnamed: %d" % i) if pd.isna(v) else str(v) for i, v in enumerate(raw.iloc[row])]
+        return select_columns(table, self.columns, path)
+
+    def _subject_id(self, value):
+        number = as_int(value)
+        return None if number is None else f"{number:03d}"
+
+    def _clip_folder(self, subject, clip, record):
+        return self.frames_root / subject / clip
+
+
+# ----------------------------------------------------------------------------- SMIC
+
+
+SMIC_LABELS = {"negative": "negative", "ne": "negative", "positive": "positive", "po": "positive",
+               "surprise": "surprise", "sur": "surprise", "su": "surprise"}
+"""SMIC folder / clip-name emotion spellings (``positive``/``po``, ``surprise``/``sur``)."""
+
+
+def smic_subject(text) -> str | None:
+    """``s1``, ``s01``, ``1`` -> ``s01`` (the MEGC2019 list's spelling)."""
+    m = re.fullmatch(r"s?0*(\d+)", as_text(text).lower())
+    return None if m is None else f"s{int(m.group(1)):02d}"
+
+
+def smic_clip(text) -> str:
+    """``s1_ne_01`` / ``s01_ne_01`` -> ``s01_ne_01``; other names are returned unchanged."""
+    m = re.fullmatch(r"s0*(\d+)_(.+)", as_text(text), re.IGNORECASE)
+    return as_text(text) if m is None else f"s{int(m.group(1)):02d}_{m.group(2)}"
+
+
+def _apex_mapping(apex, dataset: str) -> dict[str, int]:
+    """Apex frames by normalised clip id, from a mapping or a csv/xlsx with Filename + Apex columns."""
+    if apex is None:
+        return {}
+    if isinstance(apex, Mapping):
+        return {smic_clip(k): int(v) for k, v in apex.items()}
+    path = Path(apex)
+    table = pd.read_csv(path) if path.suffix.lower() == ".csv" else read_sheet(path, sheet_name=0)
+    cols = select_columns(table, {"clip": ("Filename", "clip"), "apex": ("ApexFrame", "Apex Frame", "Apex", "ApexF")}, path)
+    out = {}
+    for clip, value in zip(cols["clip"], cols["apex"]):
+        number = as_int(value)
+        if number is not None:
+            out[smic_clip(clip)] = number
+    return out
+
+
+class SMIC(ReaderBase):
+    """SMIC-HS (2013): 16 subjects, 164 clips, 100 fps; the label is the folder.
+
+    Layout (datasets.md): ``SMIC_all_raw/HS/s1/micro/negative/s1_ne_01/image*.bmp``
+    (label folders ``negative``/``positive``/``surprise``, also ``ne``/``po``/``sur``).
+    ``root`` may be the folder holding ``SMIC_all_raw``, ``SMIC_all_raw`` itself or ``HS``.
+    Subjects are normalised to ``s01`` and clips to ``s01_ne_01`` (the MEGC2019 list's
+    spelling) whichever of ``s1``/``s01`` the folders use; frame paths stay the real ones.
+    Onset/offset are the first/last frame of the clip folder; the apex is the middle frame
+    (MobileViT paper; public loaders) unless ``apex`` gives it: a mapping clip -> frame
+    number or a csv/xlsx with ``Filename`` and ``Apex`` columns (either clip spelling).
+
+    ``annotation`` is unused (SMIC-HS has no spreadsheet). Issue rules: a label folder
+    outside the vocabulary -> dropped; the same clip under two label folders -> the first
+    (in sorted folder order) kept; an empty clip folder -> dropped; a given apex outside
+    the clip or without its frame file -> fixed (middle / nearest frame).
+    """
+
+    name = "smic"
+    fps = 100.0
+    vocabulary = tuple(SMIC_LABELS)
+    default_label_map = SMIC_LABELS
+    frame_pattern = frame_regex(r"image(\d+)\.{ext}")
+
+    def __init__(self, root, annotation=None, label_map=None, apex=None):
+        self.apex = apex
+        super().__init__(root, annotation, label_map)
+
+    def _hs_dir(self) -> Path:
+        for candidate in (self.root / "SMIC_all_raw" / "HS", self.root / "HS", self.root):
+            if candidate.is_dir() and any(smic_subject(p.name) for p in candidate.iterdir() if p.is_dir()):
+                return candidate
+        raise FileNotFoundError(f"smic: no HS subject folders (s1, s2, ...) under {self.root}")
+
+    def _rows(self):
+        apex = _apex_mapping(self.apex, self.name)
+        hs = self.hs_dir = self._hs_dir()
+        subjects = sorted((p for p in hs.iterdir() if p.is_dir() and smic_subject(p.name)), key=lambda p: smic_subject(p.name))
+        for subject_dir in subjects:
+            subject = smic_subject(subject_dir.name)
+            micro = subject_dir / "micro"
+            if not micro.is_dir():
+                self.log.add(subject, None, "no micro folder", "dropped", f"{micro} missing")
+                continue
+            for label_dir in sorted(p for p in micro.iterdir() if p.is_dir()):
+                for clip_dir in sorted(p for p in label_dir.iterdir() if p.is_dir()):
+                    row = self._clip_row(subject, label_dir.name, clip_dir, apex)
+                    if row is not None:
+                        yield row
+
+    def _clip_row(self, subject, emotion, clip_dir: Path, apex_map):
+        clip = smic_clip(clip_dir.name)
+        if not self.first_occurrence(subject, clip) or not self.known_emotion(subject, clip, emotion):
+            return None
+        available = list_frames(clip_dir, self.frame_pattern)
+        if not available:
+            return self.frames_in_range(subject, clip, available, 0, 0, 0, folder=clip_dir)
+        numbers = sorted(available)
+        if clip in apex_map:
+            checked = self.checked_range(subject, clip, numbers[0], apex_map[clip], numbers[-1])
+        else:  # SMIC's documented default, not an issue: the middle existing frame
+            checked = (numbers[0], numbers[(len(numbers) - 1) // 2], numbers[-1])
+        frames = self.frames_in_range(subject, clip, available, *checked, folder=clip_dir)
+        return None if frames is None else self.make_row(subject, clip, emotion, *frames)
+
+
+class SMICE(AnnotatedReader):
+    """SMIC-E (extended SMIC-HS release): ``SMIC-HS-E/s01/s1_ne_01/image{6 digits}.jpg``.
+
+    Annotation ``SMIC-HS-E_annotation.xlsx`` with columns (by name) ``Subject, Filename,
+    OnsetF, OffsetF, Emotion``; no apex column, so the apex is the middle frame unless
+    ``apex`` (mapping or file, as for :class:`SMIC`) gives it. Subject and clip ids are
+    normalised as in :class:`SMIC`; the clip folder is found under either spelling.
+    Issue rules: module docstring.
+    """
+
+    name = "smic"
+    fps = 100.0
+    vocabulary = tuple(SMIC_LABELS)
+    default_label_map = SMIC_LABELS
+    annotation_patterns = ("SMIC-HS-E_annotation.xlsx", "SMIC*annotation*.xls*")
+    frame_dirs = ("SMIC-HS-E",)
+    frame_pattern = frame_regex(r"image(\d+)\.{ext}")
+    columns = {
+        "subject": ("Subject",),
+        "clip": ("Filename",),
+        "onset": ("OnsetF", "OnsetFrame", "Onset Frame"),
+        "offset": ("OffsetF", "OffsetFrame", "Offset Frame"),
+        "emotion": ("Emotion", "Estimated Emotion"),
+    }
+
+    def __init__(self, root, annotation=None, label_map=None, apex=None):
+        self.apex_map = _apex_mapping(apex, "smic")
+        super().__init__(root, annotation, label_map)
+
+    def _table(self):
+        self.annotation_path = find_annotation(self.root, self.annotation, self.annotation_patterns, self.name)
+        self.frames_root = first_existing_dir(self.root, self.frame_dirs)
+        return select_columns(read_sheet(self.annotation_path, sheet_name=0), self.columns, self.annotation_path)
+
+    def _subject_id(self, value):
+        return smic_subject(value)
+
+    def _clip_id(self, record, subject):
+        return smic_clip(record["clip"])
+
+    def _apex_value(self, record, subject, clip, onset, offset):
+        if clip in self.apex_map:
+            return self.apex_map[clip]
+        on, off = as_int(onset), as_int(offset)
+        return None if on is None or off is None else (on + off) // 2
+
+    def _clip_folder(self, subject, clip, record):
+        number = int(subject[1:])
+        raw = as_text(record["clip"])
+        for sub in (subject, f"s{number}"):
+            for name in (raw, clip, f"s{number}_{clip.split('_', 1)[1]}"):
+                if (self.frames_root / sub / name).is_dir():
+                    return self.frames_root / sub / name
+        return self.frames_root / subject / raw
+
+
+# ----------------------------------------------------------------------------- MMEW
+
+
+class MMEW(AnnotatedReader):
+    """MMEW (2021): 36 subjects, 300 micro-expression clips, 90 fps.
+
+    Layout (datasets.md): ``MMEW_Micro_Exp.xlsx`` with columns (by name) ``Subject,
+    Filename, OnsetFrame, ApexFrame, OffsetFrame, Estimated Emotion`` (``Action Units``,
+    ``remarks`` ignored); frames ``Micro_Expression/{emotion}/S01-01-001/15.jpg``. The
+    clip folder is looked up under the row's emotion folder, then under any emotion folder.
+    Subject ids are written ``S01``. Default labels: happiness -> positive, surprise ->
+    surprise, disgust/fear/sadness/anger -> negative, others -> ``None``. Issue rules:
+    module docstring.
+    """
+
+    name = "mmew"
+    fps = 90.0
+    vocabulary = ("happiness", "surprise", "disgust", "fear", "sadness", "anger", "others")
+    default_label_map = broad_label_map(vocabulary)
+    annotation_patterns = ("MMEW_Micro_Exp.xlsx", "MMEW*.xls*")
+    frame_dirs = ("Micro_Expression",)
+    frame_pattern = frame_regex(r"(\d+)\.{ext}")
+    columns = CASME2.columns
+
+    def _table(self):
+        self.annotation_path = find_annotation(self.root, self.annotation, self.annotation_patterns, self.name)
+        self.frames_root = first_existing_dir(self.root, self.frame_dirs)
+        self._folders = {}
+        if self.frames_root.is_dir():
+            for emotion_dir in sorted(p for p in self.frames_root.iterdir() if p.is_dir()):
+                for clip_dir in emotion_dir.iterdir():
+                    self._folders.setdefault(clip_dir.name, clip_dir)
+        return select_columns(read_sheet(self.annotation_path, sheet_name=0), self.columns, self.annotation_path)
+
+    def _subject_id(self, value):
+        m = re.fullmatch(r"s?0*(\d+)", as_text(value).lower())
+        return None if m is None else f"S{int(m.group(1)):02d}"
+
+    def _clip_folder(self, subject, clip, record):
+        direct = self.frames_root / as_text(record["emotion"]) / clip
+        return direct if direct.is_dir() else self._folders.get(clip)
+
+
+# ----------------------------------------------------------------------------- CASME
+
+
+class CASME(AnnotatedReader):
+    """CASME (2013): 19 subjects, 189-195 clips, 60 fps.
+
+    Layout (datasets.md): an ``.xls`` sheet ``Subject, Filename, [blank], OnsetF, ApexF1,
+    ApexF2, OffsetF, [blank], Action Units, Emotion`` -- columns selected by name, the
+    blank ones ignored; ``ApexF1`` is the apex (``ApexF2``, a second apex, is ignored
+    unless ``ApexF1`` is blank). Frames ``sub01/EP01_5/EP01_5-1.jpg`` (cropped
+    ``reg_EP01_5-113.jpg``), under root or one of ``CASME_raw_selected``, ``Cropped``.
+    Default labels (Off-TANet rules): happiness/amusement -> positive, surprise ->
+    surprise, disgust/repression/sadness/fear/contempt -> negative, tense -> ``None``.
+    Issue rules: module docstring.
+    """
+
+    name = "casme"
+    fps = 60.0
+    vocabulary = ("happiness", "amusement", "surprise", "disgust", "repression", "sadness", "fear", "contempt", "tense")
+    default_label_map = broad_label_map(vocabulary)
+    annotation_patterns = ("CASME*.xls", "CASME*.xlsx", "*.xls")
+    frame_dirs = ("CASME_raw_selected", "CASME_RAW_selected", "Cropped")
+    frame_pattern = frame_regex(r"(?:reg_)?.+-(\d+)\.{ext}")
+    columns = {
+        "subject": ("Subject",),
+        "clip": ("Filename",),
+        "onset": ("OnsetF", "OnsetFrame", "Onset Frame"),
+        "apex": ("ApexF1", "ApexF", "ApexFrame"),
+        "apex2": ("ApexF2",),
+        "offset": ("OffsetF", "OffsetFrame", "Offset Frame"),
+        "emotion": ("Emotion", "Estimated Emotion"),
+    }
+
+    def __init__(self, root, annotation=None, label_map=None, frames_dir=None):
+        self.frames_dir = frames_dir
+        super().__init__(root, annotation, label_map)
+
+    def _table(self):
+        self.annotation_path = find_annotation(self.root, self.annotation, self.annotation_patterns, self.name)
+        self.frames_root = first_existing_dir(self.root, self.frame_dirs, self.frames_dir)
+        return select_columns(read_sheet(self.annotation_path, sheet_name=0), self.columns, self.annotation_path, optional=("apex2",))
+
+    _subject_id = CASME2._subject_id
+
+    def _apex_value(self, record, subject, clip, onset, offset):
+        first = record.get("apex")
+        return record.get("apex2") if as_int(first) is None and as_int(record.get("apex2")) is not None else first
+
+    def _clip_folder(self, subject, clip, record):
+        return self.frames_root / subject / clip
+
+
+# ----------------------------------------------------------------------------- CAS(ME)^2
+
+
+CASME_SQ_COLUMNS = ("participant", "clip name", "onset", "apex", "offset", "action units",
+                    "estimated emotion", "expression type", "self-reported emotion")
+"""The header-less main sheet's columns, in order (datasets.md)."""
+
+
+class CASMESq(AnnotatedReader):
+    """CAS(ME)^2 (2017): 22 subjects, 57 micro + 300 macro expressions, 30 fps.
+
+    Layout (datasets.md): ``CAS(ME)^2code_final.xlsx`` without a header row. The main
+    sheet (the first not named ``naming rule*``) holds, by position, participant, clip
+    name (``disgust1_3``), onset, apex, offset, action units, estimated emotion
+    (``positive``/``negative``/``surprise``/``others``), expression type
+    (``macro-expression``/``micro-expression``), self-reported emotion. Sheet
+    ``naming rule1`` maps participant -> folder (``s15``) and the video-folder prefix
+    (``15``); ``naming rule2`` maps the clip's video (``disgust1``) -> 4-digit code
+    (``0101``). Frames ``rawpic/s15/15_0101disgustingteeth/img1.jpg``: the folder is found
+    by the ``{prefix}_{code}`` start of its name; a video folder holds several clips.
+
+    ``expression_type`` selects ``"micro"`` (default), ``"macro"`` or ``"all"`` rows.
+    Subject ids are the folder names (``s15``). A main sheet with fewer than the 8 needed
+    columns or a missing naming sheet raises ``AnnotationError`` naming column/sheet and
+    file; an unknown participant or video name drops the clip (logged). Other issue
+    rules: module docstring.
+    """
+
+    name = "casme_sq"
+    fps = 30.0
+    vocabulary = ("positive", "negative", "surprise", "others")
+    default_label_map = {"positive": "positive", "negative": "negative", "surprise": "surprise"}
+    annotation_patterns = ("CAS(ME)^2code_final.xlsx", "CAS(ME)*code*.xls*")
+    frame_dirs = ("rawpic",)
+    frame_pattern = frame_regex(r"img(\d+)\.{ext}")
+    TYPES = {"micro": ("micro-expression",), "macro": ("macro-expression",), "all": ("micro-expression", "macro-expression")}
+
+    def __init__(self, root, annotation=None, label_map=None, expression_type="micro"):
+        if expression_type not in self.TYPES:
+            raise ValueError(f"expression_type must be one of {tuple(self.TYPES)}, got {expression_type!r}")
+        self.expression_type = expression_type
+        super().__init__(root, annotation, label_map)
+
+    def _table(self):
+        path = self.annotation_path = find_annotation(self.root, self.annotation, self.annotation_patterns, self.name)
+        self.frames_root = first_existing_dir(self.root, self.frame_dirs)
+        sheets = read_sheet(path, sheet_name=None, header=None)
+        by_key = {header_key(n): n for n in sheets}
+        for needed in ("naming rule1", "naming rule2"):
+            if header_key(needed) not in by_key:
+                raise AnnotationError(f"required sheet {needed!r} not found in annotation file {path}")
+        main = next(n for n in sheets if not header_key(n).startswith("namingrule"))
+        self._participants = self._rule1(sheets[by_key["namingrule1"]])
+        self._videos = self._rule2(sheets[by_key["namingrule2"]])
+        table = self._main_sheet(sheets[main], path)
+        wanted = self.TYPES[self.expression_type]
+        kind = table["expression type"].map(lambda v: as_text(v).lower())
+        for idx in table.index[~kind.isin(self.TYPES["all"])]:
+            self.log.add(as_text(table.at[idx, "participant"]), as_text(table.at[idx, "clip name"]),
+                         "unknown expression type", "dropped", repr(table.at[idx, "expression type"]))
+        table = table[kind.isin(wanted)]
+        return pd.DataFrame({
+            "subject": table["participant"], "clip": table["clip name"], "onset": table["onset"],
+            "apex": table["apex"], "offset": table["offset"], "emotion": table["estimated emotion"],
+        }).reset_index(drop=True)
+
+    def _main_sheet(self, sheet: pd.DataFrame, path) -> pd.DataFrame:
+        """Name the header-less columns by position; a short sheet, or a column 8 without any
+        expression type (a column is missing and the rest shifted), raises ``AnnotationError``."""
+        table = sheet.dropna(how="all")
+        n = min(table.shape[1], len(CASME_SQ_COLUMNS))
+        types = set(self.TYPES["all"])
+        if n < 8 or not table.iloc[:, 7].map(lambda v: as_text(v).lower()).isin(types).any():
+            missing = CASME_SQ_COLUMNS[n] if n < 8 else "expression type"
+            raise AnnotationError(
+                f"required column {missing!r} (column {min(n, 7) + 1} of the header-less main sheet) "
+                f"not found in annotation file {path}"
+            )
+        table = table.iloc[:, :n].copy()
+        table.columns = list(CASME_SQ_COLUMNS[:n])
+        return table
+
+    @staticmethod
+    def _rule1(sheet) -> dict[int, tuple[str, str]]:
+        """participant number -> (folder ``s15``, prefix ``15``)."""
+        out = {}
+        for row in sheet.itertuples(index=False):
+            number = as_int(row[2]) if len(row) > 2 else None
+            if number is not None:
+                out[number] = (as_text(row[0]), as_text(row[1]))
+        return out
+
+    @staticmethod
+    def _rule2(sheet) -> dict[str, str]:
+        """video name ``disgust1`` -> 4-digit code ``0101``."""
+        out = {}
+        for row in sheet.itertuples(index=False):
+            code = as_int(row[0])
+            if code is not None:
+                out[as_text(row[1]).lower()] = f"{code:04d}"
+        return out
+
+    def _subject_id(self, value):
+        number = as_int(value)
+        if number is None or number not in self._participants:
+            return None
+        return self._participants[number][0]
+
+    def _clip_folder(self, subject, clip, record):
+        folder, prefix = self._participants[as_int(record["subject"])]
+        code = self._videos.get(clip.rsplit("_", 1)[0].lower())
+        if code is None:
+            return None
+        hits = sorted((self.frames_root / folder).glob(f"{prefix}_{code}*"))
+        return hits[0] if hits else None
+
+    def _row(self, record):
+        clip = as_text(record.get("clip"))
+        subject = self._subject_id(record.get("subject"))
+        if subject is None:
+            self.log.add(as_text(record.get("subject")), clip, "participant not in 'naming rule1'", "dropped",
+                         f"participant={record.get('subject')!r}")
+            return None
+        if clip.rsplit("_", 1)[0].lower() not in self._videos:
+            self.log.add(subject, clip, "video not in 'naming rule2'", "dropped", clip)
+            return None
+        return super()._row(record)

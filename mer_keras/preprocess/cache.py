@@ -1,0 +1,311 @@
+"""The prepared-clip cache written by ``mer-keras prepare`` and read by training.
+
+Layout of a cache folder::
+
+    cache.json        the PreprocessConfig used, its fingerprint, package version
+    clips/<key>.npz   one file per clip: the arrays of ``preprocess_clip`` + ``_source`` metadata
+    manifest.csv      one row per clip prepared (manifest columns + ``key`` + ``file``)
+    skipped.csv       clips that could not be prepared, with the reason
+    issues.csv        what the dataset readers fixed or dropped before preparation
+
+Resuming: every clip file is written atomically (temporary file + ``os.replace``) and
+carries a ``_source`` hash of the preprocessing fingerprint, the clip's frame files and
+its onset/apex indices. A rerun reuses every clip whose hash matches and recomputes the
+rest, so a killed run picks up where it stopped, and a changed parameter (or changed
+frames) invalidates exactly the clips it affects.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import re
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mer_keras import __version__
+from mer_keras.data.manifest import ISSUE_COLUMNS, MANIFEST_COLUMNS, validate_manifest
+from mer_keras.preprocess.pipeline import PreprocessConfig, preprocess_clip
+
+logger = logging.getLogger("mer_keras.prepare")
+
+CACHE_FORMAT = 1
+_SCALAR_COLUMNS = [c for c in MANIFEST_COLUMNS if c not in ("frames", "frame_numbers")]
+
+
+def clip_key(row) -> str:
+    """File-safe unique key of a manifest row: ``dataset__subject__clip``."""
+    raw = f"{row['dataset']}__{row['subject']}__{row['clip']}"
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", raw)
+
+
+def clip_frames(row) -> tuple[list[str], int, int]:
+    """The frame paths a clip's preprocessing reads (onset..apex) and the onset/apex indices in them."""
+    numbers = list(row["frame_numbers"])
+    try:
+        onset_i, apex_i = numbers.index(int(row["onset"])), numbers.index(int(row["apex"]))
+    except ValueError:
+        raise ValueError(f"onset {row['onset']} or apex {row['apex']} is not among the clip's frame numbers") from None
+    frames = list(row["frames"])[onset_i : apex_i + 1]
+    return frames, 0, apex_i - onset_i
+
+
+def source_hash(row, fingerprint: str) -> str:
+    """Hash of what a clip's cached arrays depend on: config, frame files (path, size, mtime), indices."""
+    frames, onset_i, apex_i = clip_frames(row)
+    h = hashlib.sha256(f"{fingerprint}|{onset_i}|{apex_i}".encode())
+    for path in frames:
+        st = os.stat(path)
+        h.update(f"|{path}|{st.st_size}|{st.st_mtime_ns}".encode())
+    return h.hexdigest()
+
+
+def _write_npz_atomic(path: Path, arrays: dict) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".tmp-{path.name}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _cached_source(path: Path) -> str | None:
+    """The ``_source`` hash stored in a clip file, or None if the file is absent or unreadable."""
+    try:
+        with np.load(path) as z:
+            return str(z["_source"])
+    except (OSError, KeyError, ValueError, EOFError):
+        return None
+
+
+def _prepare_one(task: tuple) -> tuple[str, str, str]:
+    """Worker: preprocess one clip and write its file. Returns (key, status, detail)."""
+    key, frames, onset_i, apex_i, config_dict, path, source = task
+    import cv2
+
+    cv2.setNumThreads(1)  # one clip per process already uses every core
+    try:
+        features = preprocess_clip(frames, onset_i, apex_i, PreprocessConfig.from_dict(config_dict))
+    except Exception as exc:  # reported per clip; the run goes on
+        return key, "skipped", f"{type(exc).__name__}: {exc}"
+    arrays = features.to_arrays()
+    arrays["_source"] = np.asarray(source)
+    _write_npz_atomic(Path(path), arrays)
+    return key, "done", ""
+
+
+@dataclass
+class PrepareResult:
+    """What a ``prepare`` run did; ``summary()`` is the table the CLI prints."""
+
+    out_dir: Path
+    n_clips: int
+    n_computed: int
+    n_reused: int
+    skipped: pd.DataFrame
+    issues: pd.DataFrame
+    seconds: float
+    n_stale: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        lines = [
+            f"prepared {self.n_clips - len(self.skipped)} of {self.n_clips} clips into {self.out_dir}",
+            f"  computed {self.n_computed}, reused {self.n_reused} from an earlier run"
+            + (f" ({self.n_stale} stale clips recomputed)" if self.n_stale else ""),
+            f"  skipped {len(self.skipped)}, reader fixes/drops {len(self.issues)}, {self.seconds:.1f} s",
+        ]
+        for reason, n in self.skipped["reason"].str.split(":").str[0].value_counts().items():
+            lines.append(f"    skipped {n}: {reason}")
+        for (problem, action), n in self.issues.groupby(["problem", "action"]).size().items():
+            lines.append(f"    reader {action} {n}: {problem}")
+        return "\n".join(lines + self.notes)
+
+
+def prepare(
+    manifest: pd.DataFrame,
+    out_dir,
+    config: PreprocessConfig | None = None,
+    *,
+    workers: int | None = None,
+    progress: bool = True,
+) -> PrepareResult:
+    """Preprocess every clip of ``manifest`` into a cache folder, in parallel and resumably.
+
+    Args:
+        manifest: a reader or composite manifest (see :mod:`mer_keras.data.manifest`).
+        out_dir: cache folder (created if needed).
+        config: preprocessing parameters; default ``PreprocessConfig()``.
+        workers: processes; default all cores. ``1`` runs in this process.
+        progress: show a progress bar.
+    """
+    from tqdm.auto import tqdm
+
+    start = time.perf_counter()
+    config = config or PreprocessConfig()
+    validate_manifest(manifest)
+    out = Path(out_dir)
+    (out / "clips").mkdir(parents=True, exist_ok=True)
+    fingerprint = config.fingerprint()
+    notes = []
+
+    lock = _lock_cache(out)
+    for leftover in (out / "clips").glob(".tmp-*"):
+        leftover.unlink(missing_ok=True)  # a killed run's half-written file; never read
+
+    meta_path = out / "cache.json"
+    if meta_path.exists():
+        old = json.loads(meta_path.read_text())
+        if old.get("fingerprint") != fingerprint:
+            notes.append("  preprocessing parameters changed since the last run: cached clips are stale")
+            logger.warning("cache %s: parameters changed (%s -> %s)", out, old.get("fingerprint"), fingerprint)
+    meta = {
+        "format": CACHE_FORMAT,
+        "fingerprint": fingerprint,
+        "config": config.to_dict(),
+        "mer_keras_version": __version__,
+    }
+    _write_text_atomic(meta_path, json.dumps(meta, indent=2, sort_keys=True))
+
+    keys = [clip_key(r) for _, r in manifest.iterrows()]
+    if len(set(keys)) != len(keys):
+        raise ValueError("two manifest rows map to the same cache key (dataset, subject, clip)")
+
+    tasks, skipped, n_reused, n_stale = [], [], 0, 0
+    config_dict = config.to_dict()
+    for key, (_, row) in zip(keys, manifest.iterrows()):
+        path = out / "clips" / f"{key}.npz"
+        try:
+            frames, onset_i, apex_i = clip_frames(row)
+            source = source_hash(row, fingerprint)
+        except (OSError, ValueError) as exc:
+            skipped.append((key, f"{type(exc).__name__}: {exc}"))
+            continue
+        cached = _cached_source(path)
+        if cached == source:
+            n_reused += 1
+            continue
+        n_stale += cached is not None
+        tasks.append((key, frames, onset_i, apex_i, config_dict, str(path), source))
+
+    workers = max(1, min(workers or os.cpu_count() or 1, len(tasks) or 1))
+    bar = tqdm(total=len(tasks), desc="prepare", unit="clip", disable=not progress)
+    n_done = 0
+    try:
+        if workers == 1:
+            results = map(_prepare_one, tasks)
+            for key, status, detail in results:
+                n_done = _record(key, status, detail, n_done, skipped, bar)
+        else:
+            ctx = multiprocessing.get_context("spawn")
+            with cf.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+                futures = [pool.submit(_prepare_one, t) for t in tasks]
+                for fut in cf.as_completed(futures):
+                    key, status, detail = fut.result()
+                    n_done = _record(key, status, detail, n_done, skipped, bar)
+    finally:
+        bar.close()
+        lock.close()
+
+    skipped_df = pd.DataFrame(skipped, columns=["key", "reason"])
+    skipped_keys = set(skipped_df["key"])
+    rows = manifest.assign(key=keys)
+    rows = rows[~rows["key"].isin(skipped_keys)]
+    table = rows[["key", *_SCALAR_COLUMNS]].copy()
+    table["file"] = [f"clips/{k}.npz" for k in table["key"]]
+    table["n_frames"] = [len(f) for f in rows["frames"]]
+    _write_text_atomic(out / "manifest.csv", table.to_csv(index=False))
+    _write_text_atomic(out / "skipped.csv", skipped_df.to_csv(index=False))
+    issues = manifest.attrs.get("issues")
+    issues = issues if issues is not None else pd.DataFrame(columns=list(ISSUE_COLUMNS))
+    _write_text_atomic(out / "issues.csv", issues.to_csv(index=False))
+
+    return PrepareResult(
+        out_dir=out,
+        n_clips=len(manifest),
+        n_computed=n_done,
+        n_reused=n_reused,
+        skipped=skipped_df,
+        issues=issues,
+        seconds=time.perf_counter() - start,
+        n_stale=n_stale,
+        notes=notes,
+    )
+
+
+def _record(key, status, detail, n_done, skipped, bar) -> int:
+    if status == "done":
+        n_done += 1
+    else:
+        skipped.append((key, detail))
+        logger.warning("skipped %s: %s", key, detail)
+    bar.update(1)
+    return n_done
+
+
+def _lock_cache(out: Path):
+    """Hold an exclusive lock on the cache folder; the OS releases it if the process dies."""
+    handle = open(out / ".lock", "w")
+    try:
+        import fcntl
+    except ImportError:  # no advisory locks on this platform: run one prepare per cache at a time
+        return handle
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise RuntimeError(f"another `prepare` is writing {out}; wait for it or use another --out") from None
+    return handle
+
+
+class PreparedCache:
+    """Read access to a cache folder written by :func:`prepare`.
+
+    ``manifest`` lists the prepared clips (same columns as a reader manifest, without the
+    frame lists, plus ``key`` and ``file``); ``load(key)`` returns one clip's arrays and
+    ``stack(name)`` stacks one array over clips, in manifest order.
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+        meta_path = self.path / "cache.json"
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"{self.path} is not a prepared cache (no cache.json); run `mer-keras prepare`")
+        self.meta = json.loads(meta_path.read_text())
+        if self.meta.get("format") != CACHE_FORMAT:
+            raise ValueError(f"{self.path}: cache format {self.meta.get('format')} is not {CACHE_FORMAT}")
+        self.config = PreprocessConfig.from_dict(self.meta["config"])
+        self.manifest = pd.read_csv(self.path / "manifest.csv", dtype={"subject": str, "clip": str})
+        self.skipped = pd.read_csv(self.path / "skipped.csv")
+        self.issues = pd.read_csv(self.path / "issues.csv")
+
+    def __len__(self) -> int:
+        return len(self.manifest)
+
+    def load(self, key: str) -> dict[str, np.ndarray]:
+        row = self.manifest.loc[self.manifest["key"] == key]
+        if row.empty:
+            raise KeyError(f"no clip {key!r} in {self.path}")
+        with np.load(self.path / row["file"].iloc[0]) as z:
+            return {k: z[k] for k in z.files if not k.startswith("_")}
+
+    def stack(self, name: str, keys=None) -> np.ndarray:
+        keys = list(self.manifest["key"] if keys is None else keys)
+        return np.stack([self.load(k)[name] for k in keys])

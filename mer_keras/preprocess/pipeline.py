@@ -1,0 +1,302 @@
+"""Per-clip pre-processing: alignment, masking, TV-L1 flow, strain and flow images.
+
+:func:`preprocess_clip` turns the raw frames of one micro-expression clip into the
+compact arrays that every model of the package consumes (:class:`ClipFeatures`);
+:class:`PreprocessConfig` holds every choice that affects them, with one named preset
+per paper and a stable :meth:`PreprocessConfig.fingerprint` for cache invalidation.
+
+Order of operations (ShuffleNetV2-SVM Fig. 2; Off-TANet §4.1):
+
+1. grey conversion, face detection and 68 landmarks on the onset frame;
+2. rotation about the eyes' midpoint (Eq. 1), square crop, resize to ``size`` with cubic
+   interpolation -- one warp per frame, the onset's transform reused for every frame
+   by default; the flow is therefore computed *at the network's input size* (for 28 and
+   112 this follows Off-TANet / STSTNet: resize grey crops, then compute flow);
+3. TV-L1 flow onset -> apex on the aligned, *unmasked* frames; strain from that flow;
+4. the landmark mask (eyes, outside the face) applied to frames, flow and strain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Sequence
+
+import cv2
+import numpy as np
+
+from .face import ALIGN_MODES, FaceAligner, ImageLike, align_clip
+from .flow import (
+    DERIVATIVES,
+    NORMALISATIONS,
+    STRAIN_VARIANTS,
+    THIRD_CHANNELS,
+    TVL1Params,
+    flow_image,
+    optical_strain,
+    tvl1_flow,
+)
+from .masks import MaskConfig, apply_mask, build_mask
+
+KEEP_MODES = ("onset_apex", "onset_to_apex")
+INTERPOLATIONS = {"cubic": cv2.INTER_CUBIC, "linear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA, "lanczos": cv2.INTER_LANCZOS4}
+PRESETS = ("shufflenet", "mobilevit", "off_tanet", "ststnet")
+SCHEMA_VERSION = 1
+"""Bumped whenever the meaning of a field or the computation changes; part of the fingerprint."""
+
+
+@dataclass(frozen=True)
+class FlowImageOptions:
+    """How :func:`mer_keras.preprocess.flow.flow_image` renders ``(u, v, third)`` as uint8."""
+
+    third: str = "strain"
+    normalisation: str = "minmax"
+    flow_scale: float = 2.0
+    third_scale: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.third not in THIRD_CHANNELS:
+            raise ValueError(f"third must be one of {THIRD_CHANNELS}, got {self.third!r}")
+        if self.normalisation not in NORMALISATIONS:
+            raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {self.normalisation!r}")
+        if not (np.isfinite(self.flow_scale) and self.flow_scale > 0):
+            raise ValueError(f"flow_scale must be > 0 pixels, got {self.flow_scale}")
+        if self.third_scale is not None and not (np.isfinite(self.third_scale) and self.third_scale > 0):
+            raise ValueError(f"third_scale must be > 0 or None, got {self.third_scale}")
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """Everything that determines :func:`preprocess_clip`'s output.
+
+    ``size``: output side in pixels. ``align_mode``: ``"reuse"`` (onset transform for all
+    frames) or ``"per_frame"``. ``crop_margin``: see
+    :func:`mer_keras.preprocess.face.estimate_alignment`. ``upsample``: dlib detector
+    upsampling (one retry at ``upsample + 1`` when nothing is found). ``interpolation``:
+    ``"cubic"`` (papers), ``"linear"``, ``"area"`` or ``"lanczos"``. ``mask``: landmark
+    mask geometry. ``flow``: TV-L1 parameters. ``strain_variant`` / ``strain_derivative``:
+    see :func:`mer_keras.preprocess.flow.optical_strain`. ``flow_image``: rendering of the
+    uint8 flow image. ``keep``: ``"onset_apex"`` (no frame stack stored) or
+    ``"onset_to_apex"`` (all aligned, masked frames from onset to apex stored).
+    """
+
+    size: int = 112
+    align_mode: str = "reuse"
+    crop_margin: float = 0.1
+    upsample: int = 0
+    interpolation: str = "cubic"
+    mask: MaskConfig = field(default_factory=MaskConfig)
+    flow: TVL1Params = field(default_factory=TVL1Params.fast)
+    strain_variant: str = "paper"
+    strain_derivative: str = "sobel"
+    flow_image: FlowImageOptions = field(default_factory=FlowImageOptions)
+    keep: str = "onset_apex"
+
+    def __post_init__(self) -> None:
+        if int(self.size) != self.size or not (8 <= self.size <= 2048):
+            raise ValueError(f"size must be an integer in [8, 2048], got {self.size}")
+        if self.align_mode not in ALIGN_MODES:
+            raise ValueError(f"align_mode must be one of {ALIGN_MODES}, got {self.align_mode!r}")
+        if not (0.0 <= self.crop_margin <= 2.0):
+            raise ValueError(f"crop_margin must be in [0, 2], got {self.crop_margin}")
+        if int(self.upsample) != self.upsample or self.upsample < 0:
+            raise ValueError(f"upsample must be an integer >= 0, got {self.upsample}")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {sorted(INTERPOLATIONS)}, got {self.interpolation!r}")
+        if self.strain_variant not in STRAIN_VARIANTS:
+            raise ValueError(f"strain_variant must be one of {STRAIN_VARIANTS}, got {self.strain_variant!r}")
+        if self.strain_derivative not in DERIVATIVES:
+            raise ValueError(f"strain_derivative must be one of {DERIVATIVES}, got {self.strain_derivative!r}")
+        if self.keep not in KEEP_MODES:
+            raise ValueError(f"keep must be one of {KEEP_MODES}, got {self.keep!r}")
+        for name, kind in (("mask", MaskConfig), ("flow", TVL1Params), ("flow_image", FlowImageOptions)):
+            if not isinstance(getattr(self, name), kind):
+                raise TypeError(f"{name} must be a {kind.__name__}, got {type(getattr(self, name)).__name__}")
+        object.__setattr__(self, "size", int(self.size))
+
+    # -- presets
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> "PreprocessConfig":
+        """Named presets, one per paper (``overrides`` replace fields afterwards).
+
+        * ``"shufflenet"`` (ShuffleNetV2-SVM): 224 px; eyes and outside-the-face masked
+          (``MaskConfig()``); flow image ``(u, v, magnitude)`` min-max; the onset..apex
+          frame stack is kept (the paper trains on the pre-processed sequences).
+        * ``"mobilevit"``: 256 px; eyes masked only; apex frame used (onset/apex kept).
+        * ``"off_tanet"`` (Off-TANet / ARFNet): 112 px, no mask; strain as the official
+          code computes it (``"official"`` formula, unscaled ``cv2.Sobel``) so that inputs
+          match the released weights; networks consume the float ``(u, v, strain)``.
+        * ``"ststnet"``: 28 px, no mask; Eq. 4 strain; ``(u, v, strain)`` min-max image.
+
+        All presets use ``TVL1Params.fast()`` (see ``mer_keras.preprocess.bench`` for the
+        measurement behind it); pass ``flow=TVL1Params()`` for OpenCV's defaults.
+        """
+        table = {
+            "shufflenet": dict(
+                size=224, mask=MaskConfig(), flow_image=FlowImageOptions(third="magnitude"), keep="onset_to_apex"
+            ),
+            "mobilevit": dict(size=256, mask=MaskConfig.eyes_only(), flow_image=FlowImageOptions(third="magnitude")),
+            "off_tanet": dict(
+                size=112, mask=MaskConfig.none(), strain_variant="official", strain_derivative="sobel_raw"
+            ),
+            "ststnet": dict(size=28, mask=MaskConfig.none(), strain_variant="paper", strain_derivative="sobel"),
+        }
+        if name not in table:
+            raise ValueError(f"unknown preset {name!r}; choose from {PRESETS}")
+        return replace(cls(**table[name]), **overrides)
+
+    # -- serialisation
+    def to_dict(self) -> dict:
+        """JSON-compatible nested dict (sub-configs as dicts)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PreprocessConfig":
+        """Inverse of :meth:`to_dict`; unknown keys are an error, missing keys take defaults."""
+        data = dict(data)
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown PreprocessConfig fields: {sorted(unknown)}")
+        if isinstance(data.get("mask"), dict):
+            data["mask"] = MaskConfig.from_dict(data["mask"])
+        if isinstance(data.get("flow"), dict):
+            data["flow"] = TVL1Params.from_dict(data["flow"])
+        if isinstance(data.get("flow_image"), dict):
+            opts = data["flow_image"]
+            bad = set(opts) - {f.name for f in fields(FlowImageOptions)}
+            if bad:
+                raise ValueError(f"unknown FlowImageOptions fields: {sorted(bad)}")
+            data["flow_image"] = FlowImageOptions(**opts)
+        return cls(**data)
+
+    def fingerprint(self, length: int = 16) -> str:
+        """Hex SHA-256 (first ``length`` chars) of the canonical JSON of the config + schema version.
+
+        Stable across processes and Python versions (sorted keys, floats via ``repr``);
+        changes when any field changes.
+        """
+        payload = {"schema": SCHEMA_VERSION, "config": self.to_dict()}
+        text = json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()[: int(length)]
+
+    def replace(self, **changes: Any) -> "PreprocessConfig":
+        return replace(self, **changes)
+
+
+@dataclass
+class ClipFeatures:
+    """Pre-processed arrays of one clip (all in aligned output coordinates, ``S = size``).
+
+    ``onset`` / ``apex``: ``S x S`` uint8, masked. ``frames``: ``T x S x S`` uint8 aligned
+    and masked frames onset..apex (``None`` unless ``keep="onset_to_apex"``). ``flow``:
+    ``S x S x 2`` float32 ``(u, v)`` px, computed on the unmasked frames, then masked.
+    ``strain``: ``S x S`` float32 (computed from the unmasked flow, then masked).
+    ``flow_image``: ``S x S x 3`` uint8 ``(u, v, third)``. ``mask``: ``S x S`` bool
+    (True = kept). ``landmarks``: ``68 x 2`` float32 onset landmarks. ``n_fallback_frames``:
+    frames aligned with the onset transform because no face was found (per-frame mode).
+    """
+
+    onset: np.ndarray
+    apex: np.ndarray
+    flow: np.ndarray
+    strain: np.ndarray
+    flow_image: np.ndarray
+    mask: np.ndarray
+    landmarks: np.ndarray
+    n_fallback_frames: int = 0
+    frames: np.ndarray | None = None
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Dict of numpy arrays for ``np.savez`` (``frames`` omitted when ``None``)."""
+        out = {
+            "onset": self.onset,
+            "apex": self.apex,
+            "flow": self.flow,
+            "strain": self.strain,
+            "flow_image": self.flow_image,
+            "mask": self.mask,
+            "landmarks": self.landmarks,
+            "n_fallback_frames": np.asarray(self.n_fallback_frames, dtype=np.int32),
+        }
+        if self.frames is not None:
+            out["frames"] = self.frames
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: dict) -> "ClipFeatures":
+        """Inverse of :meth:`to_arrays` (accepts an ``np.load`` result)."""
+        keys = ("onset", "apex", "flow", "strain", "flow_image", "mask", "landmarks")
+        missing = [k for k in keys if k not in arrays]
+        if missing:
+            raise KeyError(f"missing arrays: {missing}")
+        return cls(
+            **{k: np.asarray(arrays[k]) for k in keys},
+            n_fallback_frames=int(np.asarray(arrays.get("n_fallback_frames", 0))),
+            frames=np.asarray(arrays["frames"]) if "frames" in arrays else None,
+        )
+
+
+def preprocess_clip(
+    frames: Sequence[ImageLike] | np.ndarray,
+    onset_index: int,
+    apex_index: int,
+    config: PreprocessConfig,
+    aligner: FaceAligner | None = None,
+) -> ClipFeatures:
+    """Pre-process one clip (see the module docstring for the order of operations).
+
+    ``frames``: the clip's frames (paths, or arrays: BGR as ``cv2.imread`` gives them, or
+    grey), or a ``T x H x W (x C)`` array; only ``onset_index`` and ``apex_index`` (or the
+    range between them, for ``keep="onset_to_apex"``) are read. Requires
+    ``0 <= onset_index < apex_index < len(frames)``. Raises ``NoFaceError`` when the onset
+    frame has no detectable face.
+    """
+    if not isinstance(config, PreprocessConfig):
+        raise TypeError(f"config must be a PreprocessConfig, got {type(config).__name__}")
+    items = list(frames) if not isinstance(frames, np.ndarray) else [frames[i] for i in range(frames.shape[0])]
+    n = len(items)
+    onset_index, apex_index = int(onset_index), int(apex_index)
+    if not (0 <= onset_index < apex_index < n):
+        raise ValueError(f"need 0 <= onset_index < apex_index < {n} frames, got onset {onset_index}, apex {apex_index}")
+    if config.keep == "onset_to_apex":
+        selected = items[onset_index : apex_index + 1]
+    else:
+        selected = [items[onset_index], items[apex_index]]
+    if aligner is None:
+        aligner = FaceAligner(upsample=config.upsample, fallback_upsample=config.upsample + 1)
+    aligned = align_clip(
+        selected,
+        config.size,
+        reference=0,
+        mode=config.align_mode,
+        margin=config.crop_margin,
+        aligner=aligner,
+        interpolation=INTERPOLATIONS[config.interpolation],
+    )
+    onset, apex = aligned.frames[0], aligned.frames[-1]
+    flow = tvl1_flow(onset, apex, config.flow)
+    strain = optical_strain(flow, variant=config.strain_variant, derivative=config.strain_derivative)
+    mask = build_mask(aligned.landmarks, config.size, config.mask)
+    flow_m = apply_mask(flow, mask)
+    strain_m = apply_mask(strain, mask)
+    opts = config.flow_image
+    image = flow_image(
+        flow_m,
+        strain=strain_m,
+        third=opts.third,
+        normalisation=opts.normalisation,
+        flow_scale=opts.flow_scale,
+        third_scale=opts.third_scale,
+    )
+    return ClipFeatures(
+        onset=apply_mask(onset, mask),
+        apex=apply_mask(apex, mask),
+        flow=flow_m,
+        strain=strain_m,
+        flow_image=image,
+        mask=mask,
+        landmarks=aligned.landmarks.astype(np.float32),
+        n_fallback_frames=int(aligned.n_fallback),
+        frames=apply_mask(aligned.frames, mask) if config.keep == "onset_to_apex" else None,
+    )

@@ -1,0 +1,25 @@
+"""Shared fixtures: small synthetic datasets written once per test session."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def megc_tiny(tmp_path_factory):
+    """A tiny synthetic MEGC2019-style composite (2 subjects x 2 clips per dataset), real layouts."""
+    from mer_keras.data.synthetic import write_composite
+
+    root = tmp_path_factory.mktemp("megc_tiny")
+    roots = write_composite("megc2019", root, subjects_per_dataset=2, clips_per_subject=2, n_frames=9, seed=3)
+    return root, roots
+
+
+@pytest.fixture(scope="session")
+def megc_tiny_manifest(megc_tiny):
+    from mer_keras.data import megc2019
+
+    _, roots = megc_tiny
+    return megc2019(casme2=roots["casme2"], samm=roots["samm"], smic=roots["smic"])

@@ -1,0 +1,168 @@
+"""PreprocessConfig (presets, serialisation, fingerprint) and preprocess_clip outputs."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from mer_keras.preprocess.bench import face_field, portrait_frame
+from mer_keras.preprocess.face import FaceAligner, NoFaceError
+from mer_keras.preprocess.flow import TVL1Params, warp_forward
+from mer_keras.preprocess.masks import MaskConfig
+from mer_keras.preprocess.pipeline import (
+    ClipFeatures,
+    FlowImageOptions,
+    PreprocessConfig,
+    preprocess_clip,
+)
+
+ALTERNATIVES = {
+    "align_mode": "per_frame",
+    "interpolation": "linear",
+    "strain_variant": "official",
+    "strain_derivative": "gradient",
+    "keep": "onset_to_apex",
+    "third": "magnitude",
+    "normalisation": "clip",
+}
+
+
+def leaves(d, prefix=()):
+    for k, v in d.items():
+        if isinstance(v, dict):
+            yield from leaves(v, prefix + (k,))
+        else:
+            yield prefix + (k,), v
+
+
+def altered(path, value):
+    if isinstance(value, bool):
+        return not value
+    if value is None:
+        return 1.0
+    if isinstance(value, int):
+        return value + 2  # +2 keeps odd kernel sizes odd
+    if isinstance(value, float):
+        return value * 0.7 + 0.013
+    if isinstance(value, str):
+        alt = ALTERNATIVES[path[-1]]
+        return alt if alt != value else {"official": "paper", "clip": "minmax"}.get(value, value)
+    raise TypeError(path)
+
+
+def test_fingerprint_changes_with_every_parameter():
+    base = PreprocessConfig.preset("off_tanet")
+    d = base.to_dict()
+    assert PreprocessConfig.from_dict(json.loads(json.dumps(d))) == base
+    assert PreprocessConfig.from_dict(d).fingerprint() == base.fingerprint()
+    assert PreprocessConfig.preset("off_tanet").fingerprint() == base.fingerprint()
+    seen = {base.fingerprint()}
+    n = 0
+    for path, value in leaves(d):
+        changed = copy.deepcopy(d)
+        node = changed
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = altered(path, value)
+        fp = PreprocessConfig.from_dict(changed).fingerprint()
+        assert fp not in seen, path
+        seen.add(fp)
+        n += 1
+    assert n >= 25  # every leaf of the nested config was exercised
+
+
+def test_fingerprint_is_stable_across_processes():
+    cfg = PreprocessConfig.preset("shufflenet")
+    code = "from mer_keras.preprocess.pipeline import PreprocessConfig as C; print(C.preset('shufflenet').fingerprint())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == cfg.fingerprint()
+    assert len({PreprocessConfig.preset(p).fingerprint() for p in ("shufflenet", "mobilevit", "off_tanet", "ststnet")}) == 4
+
+
+def test_config_validation():
+    with pytest.raises(ValueError):
+        PreprocessConfig(size=4)
+    with pytest.raises(ValueError):
+        PreprocessConfig(keep="everything")
+    with pytest.raises(ValueError):
+        PreprocessConfig.preset("resnet")
+    with pytest.raises(ValueError):
+        PreprocessConfig.from_dict({"size": 112, "colour": True})
+    with pytest.raises(TypeError):
+        PreprocessConfig(mask={"mask_eyes": True})
+    with pytest.raises(ValueError):
+        FlowImageOptions(third="angle")
+    assert PreprocessConfig.preset("ststnet", size=32).size == 32
+
+
+@pytest.fixture(scope="module")
+def raw_clip():
+    """Five 640x480 grey frames: a portrait whose face moves smoothly by up to 4 raw px at the apex (index 3)."""
+    frame = portrait_frame("grace_hopper")
+    landmarks = FaceAligner().landmarks(frame)
+    unit = face_field(frame.shape, landmarks, seed=2)
+    return [warp_forward(frame, unit * a) for a in (0.0, 1.5, 3.0, 4.0, 2.0)]
+
+
+EXPECTED = {"shufflenet": 224, "mobilevit": 256, "off_tanet": 112, "ststnet": 28}
+
+
+@pytest.mark.parametrize("preset", list(EXPECTED))
+def test_preprocess_clip_shapes_per_preset(raw_clip, preset):
+    cfg = PreprocessConfig.preset(preset)
+    s = EXPECTED[preset]
+    assert cfg.size == s
+    feats = preprocess_clip(raw_clip, 0, 3, cfg)
+    assert feats.onset.shape == feats.apex.shape == (s, s) and feats.onset.dtype == np.uint8
+    assert feats.flow.shape == (s, s, 2) and feats.flow.dtype == np.float32
+    assert feats.strain.shape == (s, s) and feats.strain.dtype == np.float32
+    assert feats.flow_image.shape == (s, s, 3) and feats.flow_image.dtype == np.uint8
+    assert feats.mask.shape == (s, s) and feats.mask.dtype == bool
+    assert feats.landmarks.shape == (68, 2)
+    assert feats.n_fallback_frames == 0
+    if cfg.keep == "onset_to_apex":
+        assert feats.frames.shape == (4, s, s) and feats.frames.dtype == np.uint8
+        np.testing.assert_array_equal(feats.frames[0], feats.onset)
+        np.testing.assert_array_equal(feats.frames[-1], feats.apex)
+    else:
+        assert feats.frames is None
+    # masked pixels are zero everywhere; flow is non-trivial where kept
+    assert np.all(feats.flow[~feats.mask] == 0) and np.all(feats.strain[~feats.mask] == 0)
+    assert np.all(feats.onset[~feats.mask] == 0)
+    assert np.hypot(feats.flow[..., 0], feats.flow[..., 1])[feats.mask].mean() > 0.05 * s / 112
+    if preset == "shufflenet":
+        assert not feats.mask.all() and feats.mask.mean() > 0.3
+    if preset in ("off_tanet", "ststnet"):
+        assert feats.mask.all()
+    arrays = feats.to_arrays()
+    back = ClipFeatures.from_arrays(arrays)
+    np.testing.assert_array_equal(back.flow, feats.flow)
+    assert back.n_fallback_frames == feats.n_fallback_frames
+
+
+def test_preprocess_clip_per_frame_fallback_and_errors(raw_clip):
+    blank = np.full_like(raw_clip[0], 100)
+    clip = [raw_clip[0], blank, raw_clip[3]]
+    cfg = PreprocessConfig.preset("ststnet", align_mode="per_frame", keep="onset_to_apex")
+    feats = preprocess_clip(clip, 0, 2, cfg)
+    assert feats.n_fallback_frames == 1 and feats.frames.shape == (3, 28, 28)
+    with pytest.raises(ValueError):
+        preprocess_clip(clip, 2, 1, cfg)
+    with pytest.raises(ValueError):
+        preprocess_clip(clip, 0, 3, cfg)
+    with pytest.raises(NoFaceError):
+        preprocess_clip([blank, raw_clip[3]], 0, 1, cfg)
+
+
+def test_flow_is_computed_before_masking(raw_clip):
+    """Masking the frames before the flow would create edges at the mask boundary; not done."""
+    masked = PreprocessConfig.preset("off_tanet", mask=MaskConfig(), flow=TVL1Params.fast())
+    plain = PreprocessConfig.preset("off_tanet", flow=TVL1Params.fast())
+    a = preprocess_clip(raw_clip, 0, 3, masked)
+    b = preprocess_clip(raw_clip, 0, 3, plain)
+    np.testing.assert_allclose(a.flow[a.mask], b.flow[a.mask], atol=1e-6)

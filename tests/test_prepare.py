@@ -1,0 +1,80 @@
+"""`prepare`: cache contents, resume after a kill, invalidation on a parameter change."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from mer_keras.preprocess.cache import PreparedCache, prepare
+from mer_keras.preprocess.pipeline import PreprocessConfig
+
+STSTNET = PreprocessConfig.preset("ststnet")  # 28x28: the cheapest preset
+
+
+def test_prepare_writes_every_clip(megc_tiny_manifest, tmp_path):
+    result = prepare(megc_tiny_manifest, tmp_path, STSTNET, workers=2, progress=False)
+    assert result.n_computed == len(megc_tiny_manifest) and result.n_reused == 0
+    assert result.skipped.empty, result.skipped
+    cache = PreparedCache(tmp_path)
+    assert list(cache.manifest["clip"]) == list(megc_tiny_manifest["clip"])
+    images = cache.stack("flow_image")
+    assert images.shape == (len(megc_tiny_manifest), 28, 28, 3) and images.dtype == np.uint8
+    flow = cache.stack("flow")
+    assert np.isfinite(flow).all() and np.abs(flow).max() > 0
+    assert cache.config == STSTNET
+
+
+def test_parameter_change_invalidates_and_rerun_reuses(megc_tiny_manifest, tmp_path):
+    first = prepare(megc_tiny_manifest, tmp_path, STSTNET, workers=1, progress=False)
+    again = prepare(megc_tiny_manifest, tmp_path, STSTNET, workers=1, progress=False)
+    assert again.n_reused == first.n_computed and again.n_computed == 0
+    changed = STSTNET.replace(size=32)
+    assert changed.fingerprint() != STSTNET.fingerprint()
+    third = prepare(megc_tiny_manifest, tmp_path, changed, workers=1, progress=False)
+    assert third.n_stale == len(megc_tiny_manifest) and third.n_reused == 0
+    assert PreparedCache(tmp_path).stack("flow_image").shape[1:] == (32, 32, 3)
+    assert "parameters changed" in third.summary()
+
+
+def test_unreadable_clip_is_skipped_and_counted(megc_tiny_manifest, tmp_path):
+    manifest = megc_tiny_manifest.copy()
+    manifest.attrs = dict(megc_tiny_manifest.attrs)
+    bad = tmp_path / "blank.jpg"
+    import cv2
+
+    cv2.imwrite(str(bad), np.zeros((480, 640), np.uint8))  # a frame with no face
+    frames = list(manifest.at[0, "frames"])
+    frames[0] = str(bad)
+    manifest.at[0, "frames"] = tuple(frames)
+    result = prepare(manifest, tmp_path / "cache", STSTNET, workers=1, progress=False)
+    assert len(result.skipped) == 1 and "NoFaceError" in result.skipped["reason"].iloc[0]
+    assert len(PreparedCache(tmp_path / "cache")) == len(manifest) - 1
+    assert "skipped 1" in result.summary()
+
+
+def test_killed_prepare_resumes_with_identical_results(megc_tiny, megc_tiny_manifest, tmp_path):
+    data_root, _ = megc_tiny
+    killed = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "mer_keras.cli", "prepare", "--composite", "megc2019", "--data-dir", str(data_root),
+           "--preset", "ststnet", "--workers", "1", "--no-progress", "--out", str(killed)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list((killed / "clips").glob("[!.]*.npz"))) < 2:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    n_before = len(list((killed / "clips").glob("[!.]*.npz")))
+    assert 2 <= n_before < len(megc_tiny_manifest), "kill landed too late to test resuming"
+
+    resumed = prepare(megc_tiny_manifest, killed, STSTNET, workers=1, progress=False)
+    assert resumed.n_reused == n_before
+    assert resumed.n_computed == len(megc_tiny_manifest) - n_before
+    straight = prepare(megc_tiny_manifest, tmp_path / "straight", STSTNET, workers=1, progress=False)
+    a, b = PreparedCache(killed), PreparedCache(tmp_path / "straight")
+    for key in a.manifest["key"]:
+        for name, arr in a.load(key).items():
+            np.testing.assert_array_equal(arr, b.load(key)[name], err_msg=f"{key}/{name}")
