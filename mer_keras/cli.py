@@ -120,10 +120,41 @@ def cmd_prepare(args) -> int:
 
 def cmd_bench(args) -> int:
     if args.what == "preprocess":
-        from mer_keras.preprocess.bench import run_preprocess_bench
+        from mer_keras.preprocess.bench import run_prepare_throughput, run_preprocess_bench
 
-        run_preprocess_bench(repeats=args.repeats, workers=args.workers)
+        if any(n < 1 for n in args.processes):
+            raise CLIError("--processes takes counts >= 1")
+        run_preprocess_bench(repeats=args.repeats, workers=args.threads)
+        print()
+        run_prepare_throughput(tuple(args.processes))
+    elif args.what == "latency":
+        from mer_keras.evaluation.timing import run_latency_bench
+
+        run_latency_bench(repeats=args.repeats)
     return 0
+
+
+def cmd_models(args) -> int:
+    from mer_keras.models import available
+    from mer_keras.models.summary import model_summary_table
+
+    names = args.names or available()
+    unknown = sorted(set(names) - set(available()))
+    if unknown:
+        raise CLIError(f"unknown model(s) {unknown}; available: {', '.join(available())}")
+    table = model_summary_table(names, classes=args.classes, progress=lambda n: print(f"building {n} ...", file=sys.stderr))
+    table["trainable_params"] = table["trainable_params"].map("{:,}".format)
+    for col in ("macs", "flops"):
+        table[col] = table[col].map(_si)
+    print(table.to_string(index=False))
+    return 0
+
+
+def _si(n: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.2f}{unit}"
+    return str(int(n))
 
 
 def cmd_demo(args) -> int:
@@ -173,9 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("bench", help="benchmarks that print measured numbers")
-    p.add_argument("what", choices=["preprocess"])
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--workers", type=int, default=2, help="largest process count for the prepare throughput row")
+    p.add_argument("what", choices=["preprocess", "latency"], help="preprocess: detection, landmarks, TV-L1 and prepare throughput; latency: batch-1 inference of the papers' Table 4 models")
+    p.add_argument("--repeats", type=int, default=5, help="timed repetitions per row (median reported)")
+    p.add_argument("--threads", type=int, default=1, help="OpenCV threads for the per-frame rows (prepare workers use 1)")
+    p.add_argument("--processes", type=int, nargs="+", default=[1, 2], help="process counts for the prepare throughput rows")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("demo", help="synthetic MEGC-style composite -> readers -> prepare, with summaries")
@@ -184,6 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("models", help="every registered builder with trainable params, MACs/FLOPs and input size")
+    p.add_argument("names", nargs="*", help="registry names (default: all)")
+    p.add_argument("--classes", type=int, default=3)
+    p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("datasets", help="list the dataset readers")
     p.set_defaults(func=cmd_datasets)

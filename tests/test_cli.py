@@ -7,7 +7,7 @@ import pytest
 
 from mer_keras.cli import build_parser, main
 
-SUBCOMMANDS = ["synth", "prepare", "bench", "demo", "datasets"]
+SUBCOMMANDS = ["synth", "prepare", "bench", "demo", "models", "datasets"]
 
 
 def run_cli(*args):
@@ -36,6 +36,7 @@ def test_parser_lists_all_subcommands():
         (["prepare", "--dataset", "casme2", "--out", "x"], "no root for casme2"),
         (["synth", "megc2019"], "--out"),
         (["nonsense"], "invalid choice"),
+        (["models", "no_such_net"], "unknown model"),
     ],
 )
 def test_bad_arguments_exit_nonzero_with_one_line_reason(args, fragment):
@@ -60,3 +61,11 @@ def test_synth_then_prepare_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "prepared 6 of 6 clips" in proc.stdout
     assert (cache / "manifest.csv").is_file() and (cache / "cache.json").is_file()
+
+
+def test_models_table_lists_params_and_macs():
+    proc = run_cli("models", "off_tanet", "ststnet")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].split() == ["name", "input_size", "trainable_params", "macs", "flops"]
+    assert "59,403" in proc.stdout and "1,683" in proc.stdout and "112x112x3" in proc.stdout

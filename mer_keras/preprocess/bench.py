@@ -202,5 +202,52 @@ def format_bench_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def run_prepare_throughput(
+    processes: tuple[int, ...] = (1, 2),
+    *,
+    subjects_per_dataset: int = 4,
+    clips_per_subject: int = 6,
+    preset: str = "off_tanet",
+    workdir=None,
+    print_fn: Callable[[str], None] | None = print,
+) -> dict:
+    """Whole-dataset ``prepare`` throughput (clips/s) for each process count, same data, same run.
+
+    Writes a synthetic MEGC2019-style composite once, then prepares it from scratch into a
+    fresh cache per process count. Returns ``{"n_clips", "preset", "rows": [{processes,
+    seconds, clips_per_s, speedup}]}``; ``speedup`` is relative to the first process count.
+    """
+    import tempfile
+    from pathlib import Path
+
+    from ..data import megc2019
+    from ..data.synthetic import write_composite
+    from .cache import prepare
+    from .pipeline import PreprocessConfig
+
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        roots = write_composite(
+            "megc2019", Path(tmp) / "data", subjects_per_dataset=subjects_per_dataset,
+            clips_per_subject=clips_per_subject, seed=0,
+        )
+        manifest = megc2019(**roots)
+        config = PreprocessConfig.preset(preset)
+        rows = []
+        for n in processes:
+            result = prepare(manifest, Path(tmp) / f"cache{n}", config, workers=n, progress=False)
+            if len(result.skipped):
+                raise RuntimeError(f"benchmark clips were skipped: {result.skipped['reason'].tolist()}")
+            rows.append({"processes": n, "seconds": result.seconds, "clips_per_s": len(manifest) / result.seconds})
+    for row in rows:
+        row["speedup"] = row["clips_per_s"] / rows[0]["clips_per_s"]
+    out = {"n_clips": len(manifest), "preset": preset, "rows": rows}
+    if print_fn is not None:
+        print_fn(f"prepare throughput ({len(manifest)} synthetic clips, preset {preset!r}, includes process start-up)")
+        print_fn(f"  {'processes':>9} {'seconds':>8} {'clips/s':>8} {'speedup':>8}")
+        for r in rows:
+            print_fn(f"  {r['processes']:>9} {r['seconds']:>8.1f} {r['clips_per_s']:>8.2f} {r['speedup']:>8.2f}")
+    return out
+
+
 if __name__ == "__main__":  # pragma: no cover
     run_preprocess_bench()
