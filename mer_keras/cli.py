@@ -235,7 +235,7 @@ def main(argv=None) -> int:
         return args.func(args)
     except CLIError as exc:
         parser.exit(2, f"mer-keras: error: {exc}\n")
-    except (FileNotFoundError, ValueError, KeyError) as exc:
+    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         parser.exit(1, f"mer-keras: error: {message}\n")
     except KeyboardInterrupt:

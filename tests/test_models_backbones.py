@@ -126,6 +126,7 @@ def test_flops_and_summary_table():
     # ResNet18 at 224: 1.814 GMACs (torchvision / published)
     assert count_flops(registry.get("resnet18")(classes=1000)) == pytest.approx(3.628e9, rel=5e-3)
     df = model_summary_table(["shufflenet_v2", "shufflenet_v2_vit"], classes=3)
-    assert list(df.columns) == ["name", "input_size", "trainable_params", "flops"]
+    assert list(df.columns) == ["name", "input_size", "trainable_params", "macs", "flops"]
     assert df.trainable_params.tolist() == [1_256_679, 1_535_955]
+    assert (df.flops == 2 * df.macs).all()
     assert df.flops[1] > df.flops[0] > 2.8e8

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from mer_keras.preprocess.cache import PreparedCache, prepare
+from mer_keras.preprocess.cache import PreparedCache, _lock_cache, prepare
 from mer_keras.preprocess.pipeline import PreprocessConfig
 
 STSTNET = PreprocessConfig.preset("ststnet")  # 28x28: the cheapest preset
@@ -69,6 +69,8 @@ def test_killed_prepare_resumes_with_identical_results(megc_tiny, megc_tiny_mani
     proc.wait()
     n_before = len(list((killed / "clips").glob("[!.]*.npz")))
     assert 2 <= n_before < len(megc_tiny_manifest), "kill landed too late to test resuming"
+    with pytest.raises(ValueError, match="did not finish"):
+        PreparedCache(killed)  # a half-written cache is never read as if it were whole
 
     resumed = prepare(megc_tiny_manifest, killed, STSTNET, workers=1, progress=False)
     assert resumed.n_reused == n_before
@@ -78,3 +80,10 @@ def test_killed_prepare_resumes_with_identical_results(megc_tiny, megc_tiny_mani
     for key in a.manifest["key"]:
         for name, arr in a.load(key).items():
             np.testing.assert_array_equal(arr, b.load(key)[name], err_msg=f"{key}/{name}")
+
+
+def test_second_prepare_on_the_same_cache_is_refused(megc_tiny_manifest, tmp_path):
+    with _lock_cache(tmp_path):
+        with pytest.raises(RuntimeError, match="another `prepare` is writing"):
+            prepare(megc_tiny_manifest, tmp_path, STSTNET, workers=1, progress=False)
+    assert prepare(megc_tiny_manifest, tmp_path, STSTNET, workers=1, progress=False).n_computed == len(megc_tiny_manifest)

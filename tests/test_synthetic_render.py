@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import time
 
 import cv2
 import numpy as np
@@ -374,13 +373,3 @@ def test_render_clip_validates_arguments(subjects):
         render_clip(s, "positive", blink_prob=1.5, rng=rng)
     with pytest.raises(ValueError, match="rng"):
         render_clip(s, "positive", rng=0)
-
-
-def test_render_is_fast(subjects):
-    rng = np.random.default_rng(0)
-    render_clip(subjects[0], "positive", rng=rng)
-    start = time.process_time()
-    for k in range(4):
-        render_clip(subjects[k], motion.LABELS[k], rng=rng)
-    per_clip = (time.process_time() - start) / 4
-    assert per_clip < 0.6, per_clip  # loose: the machine is shared; typical is well under 0.2 s

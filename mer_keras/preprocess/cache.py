@@ -18,6 +18,7 @@ frames) invalidates exactly the clips it affects.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import hashlib
 import json
 import logging
@@ -95,8 +96,8 @@ def _cached_source(path: Path) -> str | None:
         return None
 
 
-def _prepare_one(task: tuple) -> tuple[str, str, str]:
-    """Worker: preprocess one clip and write its file. Returns (key, status, detail)."""
+def _prepare_one(task: tuple) -> tuple[str, str, str, int]:
+    """Worker: preprocess one clip and write its file. Returns (key, status, detail, fallback frames)."""
     key, frames, onset_i, apex_i, config_dict, path, source = task
     import cv2
 
@@ -104,11 +105,11 @@ def _prepare_one(task: tuple) -> tuple[str, str, str]:
     try:
         features = preprocess_clip(frames, onset_i, apex_i, PreprocessConfig.from_dict(config_dict))
     except Exception as exc:  # reported per clip; the run goes on
-        return key, "skipped", f"{type(exc).__name__}: {exc}"
+        return key, "skipped", f"{type(exc).__name__}: {exc}", 0
     arrays = features.to_arrays()
     arrays["_source"] = np.asarray(source)
     _write_npz_atomic(Path(path), arrays)
-    return key, "done", ""
+    return key, "done", "", int(features.n_fallback_frames)
 
 
 @dataclass
@@ -123,6 +124,7 @@ class PrepareResult:
     issues: pd.DataFrame
     seconds: float
     n_stale: int = 0
+    n_fallback_frames: int = 0
     notes: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
@@ -132,6 +134,8 @@ class PrepareResult:
             + (f" ({self.n_stale} stale clips recomputed)" if self.n_stale else ""),
             f"  skipped {len(self.skipped)}, reader fixes/drops {len(self.issues)}, {self.seconds:.1f} s",
         ]
+        if self.n_fallback_frames:
+            lines.append(f"    {self.n_fallback_frames} frames had no face and were aligned with their clip's onset transform")
         for reason, n in self.skipped["reason"].str.split(":").str[0].value_counts().items():
             lines.append(f"    skipped {n}: {reason}")
         for (problem, action), n in self.issues.groupby(["problem", "action"]).size().items():
@@ -156,17 +160,22 @@ def prepare(
         workers: processes; default all cores. ``1`` runs in this process.
         progress: show a progress bar.
     """
-    from tqdm.auto import tqdm
-
     start = time.perf_counter()
     config = config or PreprocessConfig()
     validate_manifest(manifest)
     out = Path(out_dir)
     (out / "clips").mkdir(parents=True, exist_ok=True)
+
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_lock_cache(out))
+        return _prepare_locked(manifest, out, config, workers, progress, stack, start)
+
+
+def _prepare_locked(manifest, out: Path, config, workers, progress, stack, start) -> PrepareResult:
+    from tqdm.auto import tqdm
+
     fingerprint = config.fingerprint()
     notes = []
-
-    lock = _lock_cache(out)
     for leftover in (out / "clips").glob(".tmp-*"):
         leftover.unlink(missing_ok=True)  # a killed run's half-written file; never read
 
@@ -181,6 +190,7 @@ def prepare(
         "fingerprint": fingerprint,
         "config": config.to_dict(),
         "mer_keras_version": __version__,
+        "complete": False,
     }
     _write_text_atomic(meta_path, json.dumps(meta, indent=2, sort_keys=True))
 
@@ -206,23 +216,21 @@ def prepare(
         tasks.append((key, frames, onset_i, apex_i, config_dict, str(path), source))
 
     workers = max(1, min(workers or os.cpu_count() or 1, len(tasks) or 1))
-    bar = tqdm(total=len(tasks), desc="prepare", unit="clip", disable=not progress)
-    n_done = 0
-    try:
-        if workers == 1:
-            results = map(_prepare_one, tasks)
-            for key, status, detail in results:
-                n_done = _record(key, status, detail, n_done, skipped, bar)
+    bar = stack.enter_context(tqdm(total=len(tasks), desc="prepare", unit="clip", disable=not progress))
+    if workers == 1:
+        results = map(_prepare_one, tasks)
+    else:
+        pool = stack.enter_context(cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")))
+        results = (f.result() for f in cf.as_completed([pool.submit(_prepare_one, t) for t in tasks]))
+    n_done = n_fallback = 0
+    for key, status, detail, fallbacks in results:
+        bar.update(1)
+        if status == "done":
+            n_done += 1
+            n_fallback += fallbacks
         else:
-            ctx = multiprocessing.get_context("spawn")
-            with cf.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-                futures = [pool.submit(_prepare_one, t) for t in tasks]
-                for fut in cf.as_completed(futures):
-                    key, status, detail = fut.result()
-                    n_done = _record(key, status, detail, n_done, skipped, bar)
-    finally:
-        bar.close()
-        lock.close()
+            skipped.append((key, detail))
+            logger.warning("skipped %s: %s", key, detail)
 
     skipped_df = pd.DataFrame(skipped, columns=["key", "reason"])
     skipped_keys = set(skipped_df["key"])
@@ -236,6 +244,7 @@ def prepare(
     issues = manifest.attrs.get("issues")
     issues = issues if issues is not None else pd.DataFrame(columns=list(ISSUE_COLUMNS))
     _write_text_atomic(out / "issues.csv", issues.to_csv(index=False))
+    _write_text_atomic(meta_path, json.dumps({**meta, "complete": True}, indent=2, sort_keys=True))
 
     return PrepareResult(
         out_dir=out,
@@ -246,22 +255,13 @@ def prepare(
         issues=issues,
         seconds=time.perf_counter() - start,
         n_stale=n_stale,
+        n_fallback_frames=n_fallback,
         notes=notes,
     )
 
 
-def _record(key, status, detail, n_done, skipped, bar) -> int:
-    if status == "done":
-        n_done += 1
-    else:
-        skipped.append((key, detail))
-        logger.warning("skipped %s: %s", key, detail)
-    bar.update(1)
-    return n_done
-
-
 def _lock_cache(out: Path):
-    """Hold an exclusive lock on the cache folder; the OS releases it if the process dies."""
+    """An open, exclusively locked ``.lock`` file in the cache folder (the OS releases it if the process dies)."""
     handle = open(out / ".lock", "w")
     try:
         import fcntl
@@ -291,6 +291,8 @@ class PreparedCache:
         self.meta = json.loads(meta_path.read_text())
         if self.meta.get("format") != CACHE_FORMAT:
             raise ValueError(f"{self.path}: cache format {self.meta.get('format')} is not {CACHE_FORMAT}")
+        if not self.meta.get("complete"):
+            raise ValueError(f"{self.path}: the last `prepare` into this cache did not finish; rerun it to resume")
         self.config = PreprocessConfig.from_dict(self.meta["config"])
         self.manifest = pd.read_csv(self.path / "manifest.csv", dtype={"subject": str, "clip": str})
         self.skipped = pd.read_csv(self.path / "skipped.csv")
