@@ -60,6 +60,9 @@ def test_shufflenet_widths(width, channels):
 
 @pytest.mark.parametrize("name,size", [
     ("shufflenet_v2_cbam", 64), ("shufflenet_v2_vit", 96), ("mobilevit_xxs", 128),
+    ("shufflenet_v2", 64), ("mobilevit_xs", 64), ("mobilevit_s", 64), ("mobilenet_v2", 64),
+    ("mobilenet_v3_small", 64), ("mobilenet_v3_large", 64), ("resnet18", 64), ("resnet50", 64),
+    ("densenet121", 64), ("deit_tiny", 32), ("deit_small", 32),
 ])
 def test_save_load_roundtrip(name, size, tmp_path):
     model = registry.get(name)(input_shape=(size, size, 3), classes=3, l2=1e-4, dropout=0.5,
