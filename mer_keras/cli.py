@@ -40,7 +40,7 @@ def _parse_roots(pairs: list[str]) -> dict[str, Path]:
     return roots
 
 
-def load_manifest(args) -> "pd.DataFrame":  # noqa: F821
+def load_manifest(args):
     """The manifest selected by --dataset/--composite, --root and --data-dir."""
     from mer_keras.data import COMPOSITES, load_dataset
 

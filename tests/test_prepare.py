@@ -75,7 +75,7 @@ def test_killed_prepare_resumes_with_identical_results(megc_tiny, megc_tiny_mani
     resumed = prepare(megc_tiny_manifest, killed, STSTNET, workers=1, progress=False)
     assert resumed.n_reused == n_before
     assert resumed.n_computed == len(megc_tiny_manifest) - n_before
-    straight = prepare(megc_tiny_manifest, tmp_path / "straight", STSTNET, workers=1, progress=False)
+    prepare(megc_tiny_manifest, tmp_path / "straight", STSTNET, workers=1, progress=False)
     a, b = PreparedCache(killed), PreparedCache(tmp_path / "straight")
     for key in a.manifest["key"]:
         for name, arr in a.load(key).items():

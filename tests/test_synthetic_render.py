@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from mer_keras.data.synthetic import faces, motion, render
+from mer_keras.data.synthetic import faces, motion
 from mer_keras.data.synthetic.faces import MIRROR_PERMUTATION, detect_landmarks, make_subjects, mirror_landmarks
 from mer_keras.data.synthetic.motion import blink_field, displacement_field, face_frame
 from mer_keras.data.synthetic.render import render_clip

@@ -339,9 +339,19 @@ class AnnotatedReader(ReaderBase):
     """
 
     frame_pattern: re.Pattern
+    optional_columns: tuple[str, ...] = ()
+    frames_dir = None  # readers taking ``frames_dir=`` set it before ``super().__init__``
 
-    def _table(self) -> pd.DataFrame:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def _locate(self) -> Path:
+        """Find the annotation file and the frames root (``frame_dirs`` or ``frames_dir``)."""
+        self.annotation_path = find_annotation(self.root, self.annotation, self.annotation_patterns, self.name)
+        self.frames_root = first_existing_dir(self.root, self.frame_dirs, self.frames_dir)
+        return self.annotation_path
+
+    def _table(self) -> pd.DataFrame:
+        """The first sheet of the annotation file, columns selected by name (``columns``)."""
+        path = self._locate()
+        return select_columns(read_sheet(path, sheet_name=0), self.columns, path, optional=self.optional_columns)
 
     def _subject_id(self, value) -> str | None:  # pragma: no cover - abstract
         raise NotImplementedError

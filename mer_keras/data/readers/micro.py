@@ -30,9 +30,7 @@ from ._common import (
     ReaderBase,
     as_int,
     as_text,
-    find_annotation,
     find_header_row,
-    first_existing_dir,
     frame_regex,
     header_key,
     list_frames,
@@ -99,11 +97,6 @@ class CASME2(AnnotatedReader):
         self.frames_dir = frames_dir
         super().__init__(root, annotation, label_map)
 
-    def _table(self):
-        self.annotation_path = find_annotation(self.root, self.annotation, self.annotation_patterns, self.name)
-        self.frames_root = first_existing_dir(self.root, self.frame_dirs, self.frames_dir)
-        return select_columns(read_sheet(self.annotation_path, sheet_name=0), self.columns, self.annotation_path)
-
     def _subject_id(self, value):
         number = as_int(value)
         if number is not None:
@@ -159,8 +152,7 @@ class SAMM(AnnotatedReader):
         super().__init__(root, annotation, label_map)
 
     def _table(self):
-        path = self.annotation_path = find_annotation(self.root, self.annotation, self.annotation_patterns, self.name)
-        self.frames_root = first_existing_dir(self.root, self.frame_dirs, self.frames_dir)
+        path = self._locate()
         raw = read_sheet(path, sheet_name=0, header=None)
         row = find_header_row(raw, ("Subject", "Filename"), preferred=self.header_row)
         if row is None:
@@ -309,11 +301,6 @@ class SMICE(AnnotatedReader):
         self.apex_map = _apex_mapping(apex, "smic")
         super().__init__(root, annotation, label_map)
 
-    def _table(self):
-        self.annotation_path = find_annotation(self.root, self.annotation, self.annotation_patterns, self.name)
-        self.frames_root = first_existing_dir(self.root, self.frame_dirs)
-        return select_columns(read_sheet(self.annotation_path, sheet_name=0), self.columns, self.annotation_path)
-
     def _subject_id(self, value):
         return smic_subject(value)
 
@@ -361,14 +348,13 @@ class MMEW(AnnotatedReader):
     columns = CASME2.columns
 
     def _table(self):
-        self.annotation_path = find_annotation(self.root, self.annotation, self.annotation_patterns, self.name)
-        self.frames_root = first_existing_dir(self.root, self.frame_dirs)
+        table = super()._table()
         self._folders = {}
         if self.frames_root.is_dir():
             for emotion_dir in sorted(p for p in self.frames_root.iterdir() if p.is_dir()):
                 for clip_dir in emotion_dir.iterdir():
                     self._folders.setdefault(clip_dir.name, clip_dir)
-        return select_columns(read_sheet(self.annotation_path, sheet_name=0), self.columns, self.annotation_path)
+        return table
 
     def _subject_id(self, value):
         m = re.fullmatch(r"s?0*(\d+)", as_text(value).lower())
@@ -412,14 +398,11 @@ class CASME(AnnotatedReader):
         "emotion": ("Emotion", "Estimated Emotion"),
     }
 
+    optional_columns = ("apex2",)
+
     def __init__(self, root, annotation=None, label_map=None, frames_dir=None):
         self.frames_dir = frames_dir
         super().__init__(root, annotation, label_map)
-
-    def _table(self):
-        self.annotation_path = find_annotation(self.root, self.annotation, self.annotation_patterns, self.name)
-        self.frames_root = first_existing_dir(self.root, self.frame_dirs, self.frames_dir)
-        return select_columns(read_sheet(self.annotation_path, sheet_name=0), self.columns, self.annotation_path, optional=("apex2",))
 
     _subject_id = CASME2._subject_id
 
@@ -475,8 +458,7 @@ class CASMESq(AnnotatedReader):
         super().__init__(root, annotation, label_map)
 
     def _table(self):
-        path = self.annotation_path = find_annotation(self.root, self.annotation, self.annotation_patterns, self.name)
-        self.frames_root = first_existing_dir(self.root, self.frame_dirs)
+        path = self._locate()
         sheets = read_sheet(path, sheet_name=None, header=None)
         by_key = {header_key(n): n for n in sheets}
         for needed in ("naming rule1", "naming rule2"):

@@ -225,8 +225,17 @@ class Layout:
     def frame_path(self, root: Path, plan: ClipPlan, number: int) -> Path:
         return self.clip_dir(root, plan) / self.frame_name(plan, number)
 
+    annotation_name: str | None = None
+    """File name of a one-sheet ``.xlsx`` annotation; layouts with another format override
+    :meth:`write_annotation`, layouts without a spreadsheet (SMIC-HS) leave it ``None``."""
+
     def write_annotation(self, root: Path, plans: list[ClipPlan], faults: dict) -> Path | None:
-        return None
+        if self.annotation_name is None:
+            return None
+        sheet = apply_sheet_faults(self, self.sheet(plans), plans, faults)
+        path = root / self.annotation_name
+        write_xlsx(path, {"Sheet1": [sheet.header] + sheet.rows})
+        return path
 
     def sheet(self, plans) -> Sheet | None:
         return None
@@ -302,11 +311,9 @@ class CASME2Layout(Layout):
             sheet.keys.append((p.subject, p.clip))
         return sheet
 
-    def write_annotation(self, root, plans, faults):
-        sheet = apply_sheet_faults(self, self.sheet(plans), plans, faults)
-        path = root / f"CASME2-coding-{self.version}.xlsx"
-        write_xlsx(path, {"Sheet1": [sheet.header] + sheet.rows})
-        return path
+    @property
+    def annotation_name(self):
+        return f"CASME2-coding-{self.version}.xlsx"
 
 
 SAMM_NOTES = [
@@ -472,11 +479,7 @@ class SMICELayout(SMICLayout):
             sheet.keys.append((p.subject, p.clip))
         return sheet
 
-    def write_annotation(self, root, plans, faults):
-        sheet = apply_sheet_faults(self, self.sheet(plans), plans, faults)
-        path = root / "SMIC-HS-E_annotation.xlsx"
-        write_xlsx(path, {"Sheet1": [sheet.header] + sheet.rows})
-        return path
+    annotation_name = "SMIC-HS-E_annotation.xlsx"
 
 
 class MMEWLayout(Layout):
@@ -516,11 +519,7 @@ class MMEWLayout(Layout):
             sheet.keys.append((p.subject, p.clip))
         return sheet
 
-    def write_annotation(self, root, plans, faults):
-        sheet = apply_sheet_faults(self, self.sheet(plans), plans, faults)
-        path = root / "MMEW_Micro_Exp.xlsx"
-        write_xlsx(path, {"Sheet1": [sheet.header] + sheet.rows})
-        return path
+    annotation_name = "MMEW_Micro_Exp.xlsx"
 
 
 class CASMELayout(Layout):
