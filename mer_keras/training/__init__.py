@@ -1,0 +1,42 @@
+"""Leave-one-subject-out training: datasets, folds and resumable per-fold results.
+
+* :mod:`.datasets` -- :class:`LOSODataset` (from arrays, a prepared cache or MEGC2019
+  LOSO folders) and the frame <-> clip mapping of frame-level recipes;
+* :mod:`.folds` -- :func:`loso_folds`, :func:`assert_subject_disjoint`,
+  :func:`inner_split` (validation by subject) and :func:`balanced_indices`;
+* :mod:`.store` -- :class:`FoldStore`, the atomic, config-checked per-fold results of a run.
+"""
+
+from .datasets import INPUT_KINDS, FolderLayoutError, LOSODataset, clip_scores, megc_source
+from .folds import Fold, LeakageError, assert_subject_disjoint, balanced_indices, fold_name, inner_split, loso_folds
+from .store import (
+    PREDICTION_COLUMNS,
+    ConfigMismatchError,
+    FoldStore,
+    atomic_write_text,
+    config_hash,
+    prediction_frame,
+    safe_name,
+)
+
+__all__ = [
+    "INPUT_KINDS",
+    "PREDICTION_COLUMNS",
+    "ConfigMismatchError",
+    "Fold",
+    "FolderLayoutError",
+    "FoldStore",
+    "LOSODataset",
+    "LeakageError",
+    "assert_subject_disjoint",
+    "atomic_write_text",
+    "balanced_indices",
+    "clip_scores",
+    "config_hash",
+    "fold_name",
+    "inner_split",
+    "loso_folds",
+    "megc_source",
+    "prediction_frame",
+    "safe_name",
+]
