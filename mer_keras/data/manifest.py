@@ -49,6 +49,11 @@ MANIFEST_COLUMNS: tuple[str, ...] = (
     "fps",
 )
 
+PREDICTION_COLUMNS: tuple[str, ...] = ("clip", "subject", "dataset", "y_true", "y_pred")
+"""Leading columns of a LOSO predictions table (one row per test clip); ``score_0 ..
+score_{K-1}`` follow. Written by :mod:`mer_keras.training.store`, read by
+:mod:`mer_keras.evaluation.metrics`."""
+
 ISSUE_COLUMNS: tuple[str, ...] = ("dataset", "subject", "clip", "problem", "action", "detail")
 """``action`` is one of ``"fixed"`` (the clip is kept after a documented repair) or ``"dropped"``."""
 

@@ -60,7 +60,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import pandas as pd
 
-from mer_keras.training.store import PREDICTION_COLUMNS  # the LOSO engine's predictions.csv layout
+from mer_keras.data.manifest import PREDICTION_COLUMNS
 
 __all__ = [
     "DEFAULT_LABELS",

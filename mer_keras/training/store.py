@@ -39,12 +39,12 @@ import pandas as pd
 
 from mer_keras import __version__
 
+from mer_keras.data.manifest import PREDICTION_COLUMNS
+
 from .folds import Fold
 
 logger = logging.getLogger("mer_keras.training")
 
-PREDICTION_COLUMNS = ("clip", "subject", "dataset", "y_true", "y_pred")
-"""Leading columns of ``predictions.csv``; ``score_0 .. score_{K-1}`` follow."""
 
 STATUS = ("done", "stale", "pending")
 
