@@ -172,6 +172,34 @@ def cmd_datasets(args) -> int:
     return 0
 
 
+def cmd_loso(args) -> int:
+    from mer_keras.training import available_recipes, get_recipe, run_loso
+
+    try:
+        recipe = get_recipe(args.recipe)
+    except KeyError:
+        raise CLIError(f"unknown recipe {args.recipe!r}; available: {', '.join(available_recipes())}") from None
+    if args.quick:
+        recipe = recipe.quick()
+    if args.epochs is not None:
+        if args.epochs < 1:
+            raise CLIError("--epochs takes a count >= 1")
+        recipe = recipe.replace(epochs=args.epochs)
+    if not Path(args.data).exists():
+        raise CLIError(f"--data {args.data} does not exist")
+    report = run_loso(args.data, recipe, args.out, subjects=args.subjects or None, seed=args.seed,
+                      device=args.device, progress=not args.no_progress, overwrite=args.overwrite)
+    m = report.metrics
+    print(f"{recipe.name}: UF1 {m['uf1']:.4f}  UAR {m['uar']:.4f}  accuracy {m['accuracy']:.4f}  "
+          f"(all folds pooled, {m['n_clips']} clips, {m['n_folds']} folds)")
+    print(f"per-subject mean: UF1 {m['uf1_subject_mean']:.4f}  UAR {m['uar_subject_mean']:.4f}")
+    print(report.per_dataset.to_string(float_format=lambda v: f"{v:.4f}"))
+    print(report.markdown_header())
+    print(report.markdown_row())
+    print(f"report: {Path(args.out) / 'report.json'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from mer_keras.data import COMPOSITES
 
@@ -221,6 +249,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("names", nargs="*", help="registry names (default: all)")
     p.add_argument("--classes", type=int, default=3)
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("loso", help="leave-one-subject-out training and evaluation with a paper's recipe (resumable)")
+    p.add_argument("--data", required=True, help="a prepared cache (`prepare --out`) or MEGC2019 folders {subject}/u_train/{label}/*.png")
+    p.add_argument("--recipe", default="ststnet", help="ststnet, off_tanet or arfnet (see mer_keras.training.recipes)")
+    p.add_argument("--out", required=True, help="run folder (rerun to resume)")
+    p.add_argument("--subjects", nargs="+", help="only these left-out subjects (training still uses all others)")
+    p.add_argument("--quick", action="store_true", help="the recipe's short variant (a few epochs; tests/CI, not a paper setting)")
+    p.add_argument("--epochs", type=int, help="override the recipe's epochs")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"])
+    p.add_argument("--overwrite", action="store_true", help="discard results of a different config in --out")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_loso)
 
     p = sub.add_parser("datasets", help="list the dataset readers")
     p.set_defaults(func=cmd_datasets)

@@ -4,11 +4,15 @@
   LOSO folders) and the frame <-> clip mapping of frame-level recipes;
 * :mod:`.folds` -- :func:`loso_folds`, :func:`assert_subject_disjoint`,
   :func:`inner_split` (validation by subject) and :func:`balanced_indices`;
-* :mod:`.store` -- :class:`FoldStore`, the atomic, config-checked per-fold results of a run.
+* :mod:`.store` -- :class:`FoldStore`, the atomic, config-checked per-fold results of a run;
+* :mod:`.recipes` -- :class:`Recipe` presets per paper (:func:`get_recipe`, :func:`available_recipes`);
+* :mod:`.loso` -- :func:`run_loso`, the LOSO engine (fresh seeded model per fold, resumable).
 """
 
 from .datasets import INPUT_KINDS, FolderLayoutError, LOSODataset, clip_scores, megc_source
 from .folds import Fold, LeakageError, assert_subject_disjoint, balanced_indices, fold_name, inner_split, loso_folds
+from .loso import run_loso, seed_for
+from .recipes import Recipe, available_recipes, get_recipe
 from .store import (
     PREDICTION_COLUMNS,
     ConfigMismatchError,
@@ -28,15 +32,20 @@ __all__ = [
     "FoldStore",
     "LOSODataset",
     "LeakageError",
+    "Recipe",
     "assert_subject_disjoint",
     "atomic_write_text",
+    "available_recipes",
     "balanced_indices",
     "clip_scores",
     "config_hash",
     "fold_name",
+    "get_recipe",
     "inner_split",
     "loso_folds",
     "megc_source",
     "prediction_frame",
+    "run_loso",
     "safe_name",
+    "seed_for",
 ]
