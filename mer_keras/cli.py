@@ -160,7 +160,7 @@ def _si(n: float) -> str:
 def cmd_demo(args) -> int:
     from mer_keras.demo import run_demo
 
-    run_demo(args.out, subjects_per_dataset=args.subjects, workers=args.workers, seed=args.seed)
+    run_demo(args.out, subjects_per_dataset=args.subjects, workers=args.workers, seed=args.seed, epochs=args.epochs)
     return 0
 
 
@@ -238,11 +238,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--processes", type=int, nargs="+", default=[1, 2], help="process counts for the prepare throughput rows")
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("demo", help="synthetic MEGC-style composite -> readers -> prepare, with summaries")
+    p = sub.add_parser("demo", help="synthetic MEGC-style composite -> readers -> prepare -> LOSO (Off-TANet), with reports")
     p.add_argument("--out", default="demo_out")
     p.add_argument("--subjects", type=int, default=4, help="subjects per dataset")
     p.add_argument("--workers", type=int)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=40, help="training epochs per LOSO fold (paper: 201)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("models", help="every registered builder with trainable params, MACs/FLOPs and input size")
