@@ -21,10 +21,10 @@ from __future__ import annotations
 import keras
 
 from mer_keras.models import heads as _h
+from mer_keras.models._blocks import BuildContext, conv_bn
 from mer_keras.models.layers import (
-    Fold, TransformerEncoder, Unfold, activation_layer, check_activation)
+    Fold, TransformerEncoder, Unfold, check_activation)
 
-BN = dict(momentum=0.9, epsilon=1e-5)
 NUM_HEADS = 4
 PATCH = 2
 
@@ -40,31 +40,7 @@ CONFIGS = {
 }
 
 
-class _Ctx:
-    def __init__(self, activation, l2):
-        self.activation = activation
-        self.reg = _h.l2_regularizer(l2)
 
-
-def _conv_bn(x, ctx, filters, kernel, stride, name, act=True, depthwise=False):
-    pad = kernel // 2
-    if stride > 1 and pad:
-        x = keras.layers.ZeroPadding2D(pad, name=f"{name}_pad")(x)
-        padding = "valid"
-    else:
-        padding = "same"
-    if depthwise:
-        x = keras.layers.DepthwiseConv2D(kernel, strides=stride, padding=padding,
-                                         use_bias=False, depthwise_regularizer=ctx.reg,
-                                         name=f"{name}_dw")(x)
-    else:
-        x = keras.layers.Conv2D(filters, kernel, strides=stride, padding=padding,
-                                use_bias=False, kernel_regularizer=ctx.reg,
-                                name=f"{name}_conv")(x)
-    x = keras.layers.BatchNormalization(**BN, name=f"{name}_bn")(x)
-    if act:
-        x = activation_layer(ctx.activation, name=f"{name}_act")(x)
-    return x
 
 
 def _mv2(x, ctx, out_c, stride, expansion, name):
@@ -73,9 +49,9 @@ def _mv2(x, ctx, out_c, stride, expansion, name):
     hidden = int(round(in_c * expansion))
     y = x
     if expansion != 1:
-        y = _conv_bn(y, ctx, hidden, 1, 1, f"{name}_expand")
-    y = _conv_bn(y, ctx, None, 3, stride, f"{name}_depthwise", depthwise=True)
-    y = _conv_bn(y, ctx, out_c, 1, 1, f"{name}_project", act=False)
+        y = conv_bn(y, ctx, hidden, 1, 1, f"{name}_expand")
+    y = conv_bn(y, ctx, None, 3, stride, f"{name}_depthwise", depthwise=True)
+    y = conv_bn(y, ctx, out_c, 1, 1, f"{name}_project", act=False)
     if stride == 1 and in_c == out_c:
         y = keras.layers.Add(name=f"{name}_add")([x, y])
     return y
@@ -88,7 +64,7 @@ def _mobilevit_block(x, ctx, dim, layers, name):
     if h is None or w is None or h % PATCH or w % PATCH:
         raise ValueError(f"{name}: feature map {h}x{w} must be static and divisible by "
                          f"the patch size {PATCH} (choose an input size divisible by 64)")
-    y = _conv_bn(x, ctx, c, 3, 1, f"{name}_local")
+    y = conv_bn(x, ctx, c, 3, 1, f"{name}_local")
     y = keras.layers.Conv2D(dim, 1, use_bias=False, kernel_regularizer=ctx.reg,
                             name=f"{name}_proj_in")(y)
     y = Unfold(PATCH, name=f"{name}_unfold")(y)
@@ -98,9 +74,9 @@ def _mobilevit_block(x, ctx, dim, layers, name):
                                name=f"{name}_transformer{i + 1}")(y)
     y = keras.layers.LayerNormalization(epsilon=1e-5, name=f"{name}_norm")(y)
     y = Fold(h, w, PATCH, name=f"{name}_fold")(y)
-    y = _conv_bn(y, ctx, c, 1, 1, f"{name}_proj_out")
+    y = conv_bn(y, ctx, c, 1, 1, f"{name}_proj_out")
     y = keras.layers.Concatenate(name=f"{name}_concat")([x, y])
-    return _conv_bn(y, ctx, c, 3, 1, f"{name}_fusion")
+    return conv_bn(y, ctx, c, 3, 1, f"{name}_fusion")
 
 
 def MobileViT(include_top=True, weights=None, input_tensor=None, input_shape=(256, 256, 3),
@@ -134,18 +110,18 @@ def MobileViT(include_top=True, weights=None, input_tensor=None, input_shape=(25
     if variant not in CONFIGS:
         raise ValueError(f"variant must be one of {sorted(CONFIGS)}")
     cfg = CONFIGS[variant]
-    ctx = _Ctx(activation, l2)
+    ctx = BuildContext(activation, l2)  # PyTorch BatchNorm settings
     e = cfg["expansion"]
 
     img_input, inputs = _h.resolve_input(input_tensor, input_shape)
-    x = _conv_bn(img_input, ctx, cfg["stem"], 3, 2, "stem")
+    x = conv_bn(img_input, ctx, cfg["stem"], 3, 2, "stem")
     x = _mv2(x, ctx, cfg["l1"], 1, e, "layer1_mv2_1")
     for i, s in enumerate((2, 1, 1), start=1):
         x = _mv2(x, ctx, cfg["l2"], s, e, f"layer2_mv2_{i}")
     for layer, (width, dim, depth) in enumerate(cfg["vit"], start=3):
         x = _mv2(x, ctx, width, 2, e, f"layer{layer}_mv2_1")
         x = _mobilevit_block(x, ctx, dim, depth, f"layer{layer}_mvit")
-    x = _conv_bn(x, ctx, 4 * cfg["vit"][-1][0], 1, 1, "conv_1x1_exp")
+    x = conv_bn(x, ctx, 4 * cfg["vit"][-1][0], 1, 1, "conv_1x1_exp")
 
     if include_top:
         x = _h.classifier_head(x, classes, head=head, dropout=dropout, l2=l2,

@@ -19,9 +19,10 @@ from __future__ import annotations
 import keras
 
 from mer_keras.models import heads as _h
+from mer_keras.models._blocks import BuildContext, conv_bn
 from mer_keras.models.layers import (
     ChannelAttention, ChannelShuffle, ChannelSplit, GhostTransformerEncoder, SpatialAttention,
-    activation_layer, check_activation)
+    check_activation)
 
 STAGE_REPEATS = (4, 8, 4)
 STAGE_CHANNELS = {
@@ -40,34 +41,7 @@ VIT_HEADS = 2
 CBAM_RATIO = 16
 
 
-class _Ctx:
-    """Per-build switches shared by the block functions."""
 
-    def __init__(self, activation, l2, bn_momentum, bn_epsilon):
-        self.activation = activation
-        self.reg = _h.l2_regularizer(l2)
-        self.bn = dict(momentum=bn_momentum, epsilon=bn_epsilon)
-
-
-def _conv_bn(x, ctx, filters, kernel, stride, name, act=True, depthwise=False):
-    pad = kernel // 2
-    if stride > 1 and pad:
-        x = keras.layers.ZeroPadding2D(pad, name=f"{name}_pad")(x)
-        padding = "valid"
-    else:
-        padding = "same"
-    if depthwise:
-        x = keras.layers.DepthwiseConv2D(kernel, strides=stride, padding=padding,
-                                         use_bias=False, depthwise_regularizer=ctx.reg,
-                                         name=f"{name}_dw")(x)
-    else:
-        x = keras.layers.Conv2D(filters, kernel, strides=stride, padding=padding,
-                                use_bias=False, kernel_regularizer=ctx.reg,
-                                name=f"{name}_conv")(x)
-    x = keras.layers.BatchNormalization(**ctx.bn, name=f"{name}_bn")(x)
-    if act:
-        x = activation_layer(ctx.activation, name=f"{name}_act")(x)
-    return x
 
 
 def _unit(x, ctx, out_channels, stride, name):
@@ -76,12 +50,12 @@ def _unit(x, ctx, out_channels, stride, name):
     if stride == 1:
         x1, x2 = ChannelSplit(2, name=f"{name}_split")(x)
     else:
-        b1 = _conv_bn(x, ctx, None, 3, stride, f"{name}_branch1_1", act=False, depthwise=True)
-        x1 = _conv_bn(b1, ctx, bf, 1, 1, f"{name}_branch1_2")
+        b1 = conv_bn(x, ctx, None, 3, stride, f"{name}_branch1_1", act=False, depthwise=True)
+        x1 = conv_bn(b1, ctx, bf, 1, 1, f"{name}_branch1_2")
         x2 = x
-    b2 = _conv_bn(x2, ctx, bf, 1, 1, f"{name}_branch2_1")
-    b2 = _conv_bn(b2, ctx, None, 3, stride, f"{name}_branch2_2", act=False, depthwise=True)
-    b2 = _conv_bn(b2, ctx, bf, 1, 1, f"{name}_branch2_3")
+    b2 = conv_bn(x2, ctx, bf, 1, 1, f"{name}_branch2_1")
+    b2 = conv_bn(b2, ctx, None, 3, stride, f"{name}_branch2_2", act=False, depthwise=True)
+    b2 = conv_bn(b2, ctx, bf, 1, 1, f"{name}_branch2_3")
     x = keras.layers.Concatenate(name=f"{name}_concat")([x1, b2])
     return ChannelShuffle(2, name=f"{name}_shuffle")(x)
 
@@ -101,7 +75,7 @@ def _vit_unit(x, ctx, dim, layers, heads, name):
     h, w = x.shape[1], x.shape[2]
     patch = 2 if (h is not None and w is not None and h % 2 == 0 and w % 2 == 0) else 1
     x1, x2 = ChannelSplit(2, name=f"{name}_split")(x)
-    y = _conv_bn(x2, ctx, None, 3, 1, f"{name}_local", depthwise=True)
+    y = conv_bn(x2, ctx, None, 3, 1, f"{name}_local", depthwise=True)
     y = keras.layers.Conv2D(dim, 1, use_bias=False, kernel_regularizer=ctx.reg,
                             name=f"{name}_proj_in")(y)
     for i in range(layers):
@@ -109,10 +83,10 @@ def _vit_unit(x, ctx, dim, layers, heads, name):
                                     activation="swish", kernel_regularizer=ctx.reg,
                                     name=f"{name}_transformer{i + 1}")(y)
     y = keras.layers.LayerNormalization(epsilon=1e-5, name=f"{name}_norm")(y)
-    y = _conv_bn(y, ctx, half, 1, 1, f"{name}_proj_out")
+    y = conv_bn(y, ctx, half, 1, 1, f"{name}_proj_out")
     y = keras.layers.Concatenate(name=f"{name}_fuse_concat")([x2, y])
-    y = _conv_bn(y, ctx, None, 3, 1, f"{name}_fuse_local", depthwise=True)
-    y = _conv_bn(y, ctx, half, 1, 1, f"{name}_fuse_proj")
+    y = conv_bn(y, ctx, None, 3, 1, f"{name}_fuse_local", depthwise=True)
+    y = conv_bn(y, ctx, half, 1, 1, f"{name}_fuse_proj")
     x = keras.layers.Concatenate(name=f"{name}_concat")([x1, y])
     return ChannelShuffle(2, name=f"{name}_shuffle")(x)
 
@@ -182,11 +156,11 @@ def ShuffleNetV2(include_top=True, weights=None, input_tensor=None, input_shape=
         raise ValueError(f"width_multiplier must be one of {sorted(STAGE_CHANNELS)}")
     if attention not in (None, "cbam", "vit"):
         raise ValueError(f"attention must be None, 'cbam' or 'vit', got {attention!r}")
-    ctx = _Ctx(activation, l2, bn_momentum, bn_epsilon)
+    ctx = BuildContext(activation, l2, bn_momentum, bn_epsilon)
     stem_c, c2, c3, c4, c5 = STAGE_CHANNELS[width_multiplier]
 
     img_input, inputs = _h.resolve_input(input_tensor, input_shape)
-    x = _conv_bn(img_input, ctx, stem_c, 3, 2, "stem")
+    x = conv_bn(img_input, ctx, stem_c, 3, 2, "stem")
     x = keras.layers.ZeroPadding2D(1, name="stem_pool_pad")(x)
     x = keras.layers.MaxPooling2D(3, strides=2, name="stem_pool")(x)
     for stage, (repeats, out_c) in enumerate(zip(STAGE_REPEATS, (c2, c3, c4)), start=2):
@@ -200,7 +174,7 @@ def ShuffleNetV2(include_top=True, weights=None, input_tensor=None, input_shape=
         x = _vit_unit(x, ctx, d, n, vit_heads, "vit_after_stage4")
     elif attention == "cbam":
         x = _cbam(x, ctx, cbam_ratio, "cbam_after_stage4")
-    x = _conv_bn(x, ctx, c5, 1, 1, "conv5")
+    x = conv_bn(x, ctx, c5, 1, 1, "conv5")
 
     if include_top:
         x = _h.classifier_head(x, classes, head=head, dropout=dropout, l2=l2,
