@@ -6,13 +6,17 @@
   :func:`inner_split` (validation by subject) and :func:`balanced_indices`;
 * :mod:`.store` -- :class:`FoldStore`, the atomic, config-checked per-fold results of a run;
 * :mod:`.recipes` -- :class:`Recipe` presets per paper (:func:`get_recipe`, :func:`available_recipes`);
-* :mod:`.loso` -- :func:`run_loso`, the LOSO engine (fresh seeded model per fold, resumable).
+* :mod:`.loso` -- :func:`run_loso`, the LOSO engine (fresh seeded model per fold, resumable);
+* :mod:`.two_stage` -- the ShuffleNetV2-SVM two-stage fold (flow pre-training, down-sampling
+  layer reload, frame training; :func:`train_fold_two_stage`), run by :func:`run_loso` for
+  recipes with ``trainer="two_stage"``.
 """
 
 from .datasets import INPUT_KINDS, FolderLayoutError, LOSODataset, clip_scores, megc_source
 from .folds import Fold, LeakageError, assert_subject_disjoint, balanced_indices, fold_name, inner_split, loso_folds
 from .loso import run_loso, seed_for
 from .recipes import Recipe, available_recipes, get_recipe
+from .two_stage import load_two_stage_data, pretrain_fold, train_fold_two_stage
 from .store import (
     PREDICTION_COLUMNS,
     ConfigMismatchError,
@@ -42,10 +46,13 @@ __all__ = [
     "fold_name",
     "get_recipe",
     "inner_split",
+    "load_two_stage_data",
     "loso_folds",
     "megc_source",
     "prediction_frame",
+    "pretrain_fold",
     "run_loso",
     "safe_name",
     "seed_for",
+    "train_fold_two_stage",
 ]

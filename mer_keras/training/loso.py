@@ -452,7 +452,9 @@ def run_loso(
             ``cache.json``, read with the recipe's ``input``); a path to a MEGC2019 folder
             tree (``{subject}/u_train/{label}/*.png``, 28x28x3 images for ``"ststnet"``);
             or in-memory arrays as a tuple ``(x, y, subjects[, datasets])`` or a dict with
-            those keys (plus optional ``clips``).
+            those keys (plus optional ``clips``). Two-stage recipes (``trainer="two_stage"``,
+            :mod:`~mer_keras.training.two_stage`) take a cache with frame stacks or a
+            ``(flow_ds, frame_ds)`` pair.
         recipe: a recipe name (:func:`~mer_keras.training.recipes.available_recipes`,
             ``"<name>-quick"``) or a :class:`Recipe`.
         out_dir: run folder (per-fold artefacts, ``run.json``, the report files); default a
@@ -479,11 +481,18 @@ def run_loso(
 
     start = time.perf_counter()
     recipe = _resolve_recipe(recipe, seed, recipe_overrides)
-    data = as_dataset(dataset, recipe, progress=progress)
-    check_input_shape(data, recipe)
+    if recipe.trainer == "two_stage":  # flow pre-training + frames (mer_keras.training.two_stage)
+        from .two_stage import two_stage_inputs
+
+        data, fingerprint, fold_fn = two_stage_inputs(dataset, recipe, progress=progress,
+                                                      record_test_curve=record_test_curve)
+    else:
+        data = as_dataset(dataset, recipe, progress=progress)
+        check_input_shape(data, recipe)
+        fingerprint, fold_fn = dataset_fingerprint(data), train_fold
     folds = loso_folds(data, subjects)
     out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="mer-keras-loso-"))
-    config = {"recipe": recipe.to_dict(), "data": dataset_fingerprint(data), "record_test_curve": bool(record_test_curve),
+    config = {"recipe": recipe.to_dict(), "data": fingerprint, "record_test_curve": bool(record_test_curve),
               "engine_version": ENGINE_VERSION}
     store = FoldStore(out, config, overwrite=overwrite)
     seeds = {f.name: seed_for(recipe.seed, f.name) for f in folds}
@@ -499,7 +508,7 @@ def run_loso(
             if fold not in pending:
                 continue
             bar.set_postfix(fold=fold.name, refresh=True)
-            model, scores, history, info = train_fold(
+            model, scores, history, info = fold_fn(
                 data, fold, recipe, seeds[fold.name], mixed=policy == "mixed_float16",
                 record_test_curve=record_test_curve, progress=progress)
             frame = prediction_frame(data, fold.test_index, scores)

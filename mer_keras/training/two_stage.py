@@ -1,0 +1,483 @@
+"""Two-stage training of the ShuffleNetV2-SVM paper (Liu et al. 2022): flow pre-training, then frames.
+
+Per LOSO fold (:func:`train_fold_two_stage`; selected by :func:`mer_keras.training.loso.run_loso`
+for recipes with ``trainer="two_stage"``, e.g. ``"shufflenet_svm"``):
+
+1. **Pre-training** (paper, "TV-L1 optical flow features and pre-training";
+   :func:`pretrain_fold`). The network with a softmax head is trained with cross-entropy
+   and Adam (``pretrain_lr``, paper 0.001) on the TV-L1 flow images (onset -> apex, cache
+   input ``"flow_image"``) of the fold's training subjects. "We extracted the same number
+   of samples from each category": every epoch draws, without replacement, as many
+   samples of each class as the smallest class has
+   (:func:`~mer_keras.training.folds.balanced_indices`) and feeds them in a random order
+   "without repetition". The paper keeps the weights "when the model is most accurate";
+   here the epoch is chosen on a validation split of whole training subjects
+   (:func:`~mer_keras.training.folds.inner_split`, ``val_fraction`` of the subjects,
+   never the test subject): the highest validation UF1 (the class-balanced accuracy the
+   papers report; the validation split is not class-balanced), ties broken by the lower
+   validation cross-entropy, then by the earlier epoch. The pre-training model is fitted
+   on the remaining training subjects only.
+2. **Training on frames** (paper, Fig. 1 steps 3-4; :func:`build_stage2`). A *fresh* model
+   with the recipe's head (SVM: linear outputs trained with the multi-margin hinge loss of
+   Eq. 17, margin 1, p = 1) is built from a seed of its own; the pre-trained
+   *down-sampling layers* (:func:`~mer_keras.models.heads.downsampling_layer_names`:
+   ShuffleNetV2's stem, stages 2-4 and conv5; for backbones without such a list, every
+   weighted layer before the pooled features) are copied into it
+   (:func:`~mer_keras.models.heads.copy_layer_weights`); the classifier (and, for the
+   attention variants, the CBAM / ViT units) stay freshly initialised. It is trained on
+   every aligned, masked frame from onset to apex of the training clips, each frame
+   carrying its clip's label (:meth:`~mer_keras.training.datasets.LOSODataset.expand_frames`);
+   the frames of the ``flip_classes`` clips (paper, "Pre-processing": positive and
+   surprise "expanded by horizontal inversion") are added once more, mirrored
+   (:func:`stage2_training_set`). Adam at ``lr`` (paper 0.001) with the learning rate
+   "dynamically adjusted by accuracy and loss" (:class:`PlateauSchedule`). The model after
+   the last epoch is evaluated (the paper names no stage-2 selection; the test subject
+   never selects anything). A test clip's score is the mean of its frames' scores
+   (SVM decision values or softmax probabilities; :func:`~mer_keras.training.datasets.clip_scores`).
+
+Inputs. The flow image (uint8 ``S x S x 3``) and the grey frames (uint8 ``S x S x 1``) are
+kept in memory as uint8 tensors; the model starts with ``Rescaling(1/255)`` (layer
+``"rescale"``) and, for grey frames, repeats the grey channel three times (layer
+``"grey_to_rgb"``: the paper's network takes 224 x 224 x 3 images, Table 1), so the stem
+has the same weights shape in both stages and is reloaded exactly. Both datasets come from
+the same cache in the same clip order (checked).
+
+Both stages reuse the engine's compiled epoch loop (:class:`mer_keras.training.loso._Trainer`;
+one ``tf.function`` per epoch over in-memory tensors). Everything fitted sees training
+subjects only: :func:`~mer_keras.training.folds.assert_subject_disjoint` is called for
+fold train/test (both datasets), pre-training fit/validation, validation/test and, in
+stage 2, for the frames' clips.
+
+L2 = 0.2 (paper, Experiments: "L2 regularization at a scale of 0.2") collapses training.
+Keras' ``L2(0.2)`` adds ``0.2 * sum(w**2)`` per kernel: 1045 for ShuffleNetV2 1.0x at
+initialisation against a hinge loss of 0.667 (683x at 0.5x). Measured with :func:`loss_terms`
+on the synthetic 9-subject composite (48 px, 0.5x, LeakyReLU, dropout 0.5, SVM head, one
+fold, no pre-training, 30 epochs): with 0.2 every training frame is predicted as one class
+in 20 of 30 epochs and training accuracy stays at the majority share (final 0.50; the L2
+term is still 11x the hinge loss at the end); with 5e-4 training accuracy reaches 0.83 at
+epoch 6 and 1.00 at the end. Adam normalises the update per weight, so the weights the data
+barely moves are driven by the regulariser, shrinking at about the learning rate per step.
+The global gradient norms are of the same order at initialisation (L2 / hinge 0.5-0.8 at
+48 px; BatchNorm makes the convolutions scale-invariant), so the damage is done through the
+loss landscape over many steps rather than visible in one gradient. ``"shufflenet_svm"``
+keeps 0.2 (the paper's value); ``"shufflenet_svm_corrected"`` uses 5e-4 (recipe notes hold
+the full numbers).
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from .datasets import LOSODataset, clip_scores
+from .folds import Fold, assert_subject_disjoint, balanced_indices, inner_split
+from .loso import _Trainer, seed_for
+from .recipes import Recipe
+
+__all__ = [
+    "PlateauSchedule", "build_stage2", "build_two_stage_model", "load_two_stage_data", "loss_terms",
+    "pretrain_fold", "stage2_training_set", "train_fold_two_stage", "two_stage_fingerprint", "two_stage_inputs",
+]
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def load_two_stage_data(data, recipe: Recipe, *, progress: bool = False) -> tuple[LOSODataset, LOSODataset]:
+    """``(flow_ds, frame_ds)``: the flow images and the onset..apex frame stacks of the same clips.
+
+    ``data`` is a prepared cache (path or :class:`~mer_keras.preprocess.cache.PreparedCache`;
+    needs ``keep="onset_to_apex"``, e.g. ``PreprocessConfig.preset("shufflenet", size=...)``)
+    or a ``(flow_ds, frame_ds)`` pair. Raises ``ValueError`` when the two disagree on clips,
+    labels or subjects, or when the flow images do not have the recipe's ``input_size``.
+    """
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(d, LOSODataset) for d in data):
+        flow, frames = data
+    else:
+        from mer_keras.preprocess.cache import PreparedCache
+
+        if isinstance(data, (str, Path)) and not (Path(data) / "cache.json").is_file():
+            raise ValueError(f"{data}: a two-stage recipe needs a prepared cache with frame stacks "
+                             "(`mer-keras prepare` with the 'shufflenet' preset)")
+        cache = data if isinstance(data, PreparedCache) else PreparedCache(data)
+        flow = LOSODataset.from_cache(cache, input="flow_image", progress=progress)
+        frames = LOSODataset.from_cache(cache, input="frames", progress=progress)
+    if flow.is_sequence or not frames.is_sequence:
+        raise ValueError("expected (flow images, frame sequences)")
+    for column in ("clips", "subjects", "datasets", "y"):
+        if not np.array_equal(getattr(flow, column), getattr(frames, column)):
+            raise ValueError(f"flow and frame datasets differ in {column} (they must list the same clips in the same order)")
+    if tuple(flow.sample_shape) != tuple(recipe.input_size):
+        raise ValueError(f"flow images are {'x'.join(map(str, flow.sample_shape))} but recipe {recipe.name!r} expects "
+                         f"{'x'.join(map(str, recipe.input_size))}; prepare the cache at that size or override "
+                         f"input_size={flow.sample_shape[0]}")
+    if tuple(frames.sample_shape[:2]) != tuple(flow.sample_shape[:2]) or frames.sample_shape[2] not in (1, 3):
+        raise ValueError(f"frames are {frames.sample_shape}, flow images {flow.sample_shape}: sizes must match")
+    return flow, frames
+
+
+def two_stage_fingerprint(flow: LOSODataset, frames: LOSODataset) -> dict:
+    """Identity of both inputs of a run (part of the run's config hash)."""
+    import hashlib
+
+    from .loso import dataset_fingerprint
+
+    h = hashlib.sha256()
+    for stack in frames.x:
+        h.update(np.ascontiguousarray(stack).tobytes())
+        h.update(str(stack.shape).encode())
+    n_frames = int(sum(len(s) for s in frames.x))
+    return {**dataset_fingerprint(flow), "n_frames": n_frames, "frames_sha256": h.hexdigest()[:16]}
+
+
+def stage2_training_set(frames: LOSODataset, index, flip_labels) -> dict[str, np.ndarray]:
+    """Stage-2 training frames of the clips at ``index``, with the flip doubling.
+
+    Returns ``x`` (``F' x S x S x C`` uint8), ``y`` (frame labels = clip labels),
+    ``frame_to_clip`` (dataset position of each frame's clip) and ``flipped`` (bool): the
+    frames of every clip, in clip order, then a mirrored copy (left-right,
+    :func:`~mer_keras.preprocess.augment.hflip_image`) of each frame of the clips whose
+    label is in ``flip_labels`` (paper, "Pre-processing": positive and surprise "expanded by
+    horizontal inversion"). Grey frames carry no flow, so nothing is negated.
+    """
+    x, owner = frames.expand_frames(index)
+    y = frames.y[owner]
+    chosen = np.isin(y, np.asarray(list(flip_labels), dtype=np.int64))
+    mirrored = np.ascontiguousarray(x[chosen][:, :, ::-1, :])
+    return {"x": np.concatenate([x, mirrored]), "y": np.concatenate([y, y[chosen]]),
+            "frame_to_clip": np.concatenate([owner, owner[chosen]]),
+            "flipped": np.concatenate([np.zeros(len(x), bool), np.ones(int(chosen.sum()), bool)])}
+
+
+def _flip_labels(recipe: Recipe, class_names) -> list[int]:
+    unknown = sorted(set(recipe.flip_classes) - set(class_names))
+    if unknown:
+        raise ValueError(f"flip_classes {unknown} are not class names {list(class_names)}")
+    return [list(class_names).index(c) for c in recipe.flip_classes]
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def _builder_kwargs(builder, kwargs: Mapping[str, Any]) -> tuple[dict, dict]:
+    """Split ``kwargs`` into those the builder accepts and those it does not (e.g. DeiT has no ``activation``)."""
+    params = inspect.signature(builder).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return dict(kwargs), {}
+    return ({k: v for k, v in kwargs.items() if k in params}, {k: v for k, v in kwargs.items() if k not in params})
+
+
+def build_two_stage_model(recipe: Recipe, data_shape, n_classes: int, *, head: str, dtype: str = "uint8",
+                          seed: int | None = None):
+    """A fresh model of ``recipe.model`` reading samples of ``data_shape`` (``H x W x 1|3``) and ``dtype``.
+
+    Layers: ``"input"`` -> ``"rescale"`` (``x / 255`` for uint8, identity otherwise) ->
+    ``"grey_to_rgb"`` (grey frames only: the channel repeated three times) -> the backbone
+    built with ``recipe.model_kwargs`` (keys the builder does not take are left out and
+    listed in ``model.two_stage_dropped_kwargs``) and the ``head`` (``"svm"`` or
+    ``"softmax"``). With ``seed``, Keras' global seeds are set first, so the same seed
+    gives the same initial weights.
+    """
+    import keras
+
+    from mer_keras.models import get
+
+    builder = get(recipe.model)
+    kwargs, dropped = _builder_kwargs(builder, recipe.model_kwargs)
+    if seed is not None:
+        keras.utils.set_random_seed(int(seed))
+    data_shape = tuple(int(v) for v in data_shape)
+    if data_shape[-1] not in (1, 3):
+        raise ValueError(f"samples must have 1 (grey) or 3 channels, got {data_shape}")
+    inp = keras.Input(shape=data_shape, dtype=dtype, name="input")
+    x = keras.layers.Rescaling(1.0 / 255.0 if dtype == "uint8" else 1.0, name="rescale")(inp)
+    if data_shape[-1] == 1:
+        x = keras.layers.Concatenate(name="grey_to_rgb")([x, x, x])
+    built = builder(classes=int(n_classes), input_tensor=x, input_shape=tuple(x.shape[1:]), head=head, **kwargs)
+    model = keras.Model(inp, built.outputs[0], name=built.name)  # single (not list) input: no structure warning
+    model.two_stage_dropped_kwargs = dropped
+    return model
+
+
+def build_stage2(recipe: Recipe, data_shape, n_classes: int, seed: int, pretrained=None, *, dtype: str = "uint8"):
+    """The stage-2 model: fresh (seeded) with ``recipe.head``; ``(model, reloaded layer names)``.
+
+    With a ``pretrained`` model, the weights of its down-sampling layers
+    (:func:`~mer_keras.models.heads.downsampling_layer_names` of the pre-trained model) are
+    copied in (paper, "the weights of the down sampled partial layers are retained ... In
+    the final training, the weights of the layers are loaded"); everything else keeps the
+    fresh initialisation of ``seed``.
+    """
+    from mer_keras.models.heads import copy_layer_weights, downsampling_layer_names
+
+    model = build_two_stage_model(recipe, data_shape, n_classes, head=recipe.head, dtype=dtype, seed=seed)
+    if pretrained is None:
+        return model, []
+    return model, copy_layer_weights(pretrained, model, downsampling_layer_names(pretrained))
+
+
+# ----------------------------------------------------------------------------- measurement
+
+
+def loss_terms(model, x, y, loss: str, batch_size: int = 256, *, gradients: bool = False) -> dict:
+    """Data loss, L2 term and prediction spread of ``model`` on ``(x, y)`` (inference mode).
+
+    ``data_loss``: the mean hinge loss (Eq. 17, ``loss="multi_margin"``) or cross-entropy;
+    ``reg_loss``: the sum of the model's regularisation losses (``0.2 * sum(w**2)`` per
+    kernel for the paper's L2); ``ratio`` = reg / data; ``majority_share``: the share of
+    samples predicted as the most predicted class (1.0 = every sample one class);
+    ``score_std``: the standard deviation of the outputs over samples, averaged over
+    classes (near 0 when the outputs no longer depend on the input). With ``gradients``,
+    also ``grad_ratio``: ``||d reg / dw|| / ||d data / dw||`` over the trainable weights on
+    the first ``batch_size`` samples in training mode (how much of the update the
+    regulariser decides).
+    """
+    import keras
+
+    out = np.concatenate([np.asarray(model(x[i: i + batch_size], training=False), dtype=np.float64)
+                          for i in range(0, len(x), batch_size)])
+    y = np.asarray(y, dtype=np.int64)
+    rows = np.arange(len(y))
+    if loss == "multi_margin":
+        margin = np.maximum(0.0, 1.0 - out[rows, y][:, None] + out)
+        margin[rows, y] = 0.0
+        data = float(margin.sum(axis=1).mean() / out.shape[1])
+    else:
+        data = float(-np.mean(np.log(np.clip(out[rows, y], 1e-12, None))))
+    reg = float(sum(float(keras.ops.convert_to_numpy(t)) for t in model.losses)) if model.losses else 0.0
+    pred = out.argmax(axis=1)
+    terms = {"data_loss": data, "reg_loss": reg, "ratio": reg / max(data, 1e-12),
+             "majority_share": float(np.bincount(pred).max() / len(pred)),
+             "score_std": float(out.std(axis=0).mean()), "accuracy": float(np.mean(pred == y))}
+    if gradients:
+        import tensorflow as tf
+
+        from mer_keras.models.heads import MultiMarginLoss
+
+        loss_fn = MultiMarginLoss() if loss == "multi_margin" else keras.losses.SparseCategoricalCrossentropy()
+        weights = model.trainable_variables
+        with tf.GradientTape(persistent=True) as tape:
+            data_t = loss_fn(tf.constant(y[:batch_size], tf.int32), model(x[:batch_size], training=True))
+            reg_t = tf.add_n(model.losses) if model.losses else tf.constant(0.0)
+        norm = lambda grads: float(tf.linalg.global_norm([g for g in grads if g is not None]))  # noqa: E731
+        g_data, g_reg = norm(tape.gradient(data_t, weights)), norm(tape.gradient(reg_t, weights))
+        del tape
+        terms["grad_ratio"] = g_reg / max(g_data, 1e-12)
+    return terms
+
+
+def _uf1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float:
+    """Unweighted F1 over the classes present in ``y_true`` or ``y_pred`` (validation only)."""
+    f1 = []
+    for c in range(n_classes):
+        tp = int(np.sum((y_true == c) & (y_pred == c)))
+        fp = int(np.sum((y_true != c) & (y_pred == c)))
+        fn = int(np.sum((y_true == c) & (y_pred != c)))
+        if tp + fp + fn:
+            f1.append(2 * tp / (2 * tp + fp + fn))
+    return float(np.mean(f1)) if f1 else 0.0
+
+
+class PlateauSchedule:
+    """Learning-rate reduction on plateau (Keras ``ReduceLROnPlateau`` semantics, cooldown 0).
+
+    One counter per monitored training quantity (``"loss"``: lower is better,
+    ``"accuracy"``: higher is better; an improvement must beat the best by ``min_delta``).
+    When a counter reaches ``patience`` epochs without improvement, the learning rate is
+    multiplied by ``factor`` (not below ``min_lr``) and that counter restarts. The paper
+    says only that the learning rate "is dynamically adjusted by accuracy and loss".
+    """
+
+    def __init__(self, lr: float, monitor=("loss",), factor: float = 0.1, patience: int = 10,
+                 min_delta: float = 1e-4, min_lr: float = 0.0):
+        self.lr = float(lr)
+        self.factor, self.patience, self.min_delta, self.min_lr = float(factor), int(patience), float(min_delta), float(min_lr)
+        self.best = {m: None for m in monitor}
+        self.wait = {m: 0 for m in monitor}
+
+    def step(self, **values: float) -> float:
+        """Update with this epoch's values; returns the learning rate for the next epoch."""
+        for m in self.best:
+            v = float(values[m])
+            best = self.best[m]
+            better = best is None or (v < best - self.min_delta if m == "loss" else v > best + self.min_delta)
+            if better:
+                self.best[m], self.wait[m] = v, 0
+                continue
+            self.wait[m] += 1
+            if self.wait[m] >= self.patience:
+                self.lr = max(self.lr * self.factor, self.min_lr)
+                self.wait[m] = 0
+        return self.lr
+
+
+def _run_epoch(trainer: _Trainer, perm: np.ndarray, lr: float) -> tuple[float, float]:
+    """One epoch of the engine's compiled loop at learning rate ``lr``."""
+    trainer.optimizer.learning_rate.assign(lr)
+    loss, acc = trainer._epoch(np.asarray(perm, dtype=np.int32))
+    return float(loss), float(acc)
+
+
+def _reg_loss(model) -> float:
+    import keras
+
+    return float(sum(float(keras.ops.convert_to_numpy(t)) for t in model.losses)) if model.losses else 0.0
+
+
+# ----------------------------------------------------------------------------- stages
+
+
+def pretrain_fold(flow: LOSODataset, fold: Fold, recipe: Recipe, fold_seed: int, *, mixed: bool = False,
+                  progress: bool = False, position: int = 1):
+    """Stage 1 of one fold: ``(pre-trained model, history, info)`` (see the module docstring).
+
+    ``history``: per epoch ``loss``, ``accuracy`` (balanced training samples, total loss
+    incl. L2), ``reg_loss``, ``class_counts`` (samples per class fed that epoch),
+    ``val_loss``, ``val_accuracy``, ``val_uf1``. ``info``: the fit / validation indices
+    and subjects and the chosen ``best_epoch`` (0-based), whose weights the model holds.
+    """
+    import keras
+    from tqdm.auto import tqdm
+
+    assert_subject_disjoint(flow, fold.train_index, fold.test_index)
+    keras.utils.set_random_seed(fold_seed)
+    rng = np.random.default_rng(fold_seed)
+    fit, val = inner_split(flow, fold.train_index, recipe.val_fraction, seed=fold_seed, test_index=fold.test_index)
+    assert_subject_disjoint(flow, fit, val)
+    assert_subject_disjoint(flow, val, fold.test_index)
+    assert_subject_disjoint(flow, fit, fold.test_index)
+
+    x_fit, y_fit = flow.x[fit], flow.y[fit]
+    x_val, y_val = flow.x[val], flow.y[val]
+    stage = recipe.replace(head="softmax", lr=recipe.pretrain_lr, lr_step=None, batch_size=recipe.pretrain_batch_size,
+                           label_smoothing=0.0)
+    model = build_two_stage_model(stage, flow.sample_shape, flow.n_classes, head="softmax", dtype=str(flow.x.dtype))
+    trainer = _Trainer(model, stage, x_fit, y_fit, flow.n_classes, mixed)
+    history: dict[str, list] = {k: [] for k in ("loss", "accuracy", "lr", "reg_loss", "class_counts", "val_loss",
+                                                "val_accuracy", "val_uf1")}
+    best_key, best_epoch, best_weights = None, -1, None
+    bar = tqdm(range(recipe.pretrain_epochs), desc=f"  {fold.name} pre-train", unit="epoch", leave=False,
+               position=position, disable=not progress)
+    positions = np.arange(len(y_fit))
+    for epoch in bar:
+        chosen = balanced_indices(y_fit, positions, rng)
+        loss, acc = _run_epoch(trainer, rng.permutation(chosen), stage.lr)
+        probs = trainer.predict(x_val)
+        val_loss = float(-np.mean(np.log(np.clip(probs[np.arange(len(y_val)), y_val], 1e-12, None))))
+        pred = probs.argmax(axis=1)
+        val_uf1 = _uf1(y_val, pred, flow.n_classes)
+        for key, value in (("loss", loss), ("accuracy", acc), ("lr", stage.lr), ("reg_loss", _reg_loss(model)),
+                           ("class_counts", np.bincount(y_fit[chosen], minlength=flow.n_classes).tolist()),
+                           ("val_loss", val_loss), ("val_accuracy", float(np.mean(pred == y_val))), ("val_uf1", val_uf1)):
+            history[key].append(value)
+        key = (val_uf1, -val_loss)
+        if best_key is None or key > best_key:
+            best_key, best_epoch, best_weights = key, epoch, [w.copy() for w in model.get_weights()]
+        bar.set_postfix(loss=f"{loss:.4f}", val_uf1=f"{val_uf1:.3f}", refresh=False)
+    bar.close()
+    model.set_weights(best_weights)
+    info = {"best_epoch": int(best_epoch), "fit_index": fit.tolist(), "val_index": val.tolist(),
+            "fit_subjects": sorted(set(flow.subjects[fit].tolist())), "val_subjects": sorted(set(flow.subjects[val].tolist())),
+            "dropped_model_kwargs": sorted(model.two_stage_dropped_kwargs)}
+    return model, history, info
+
+
+def train_fold_two_stage(flow: LOSODataset, frames: LOSODataset, fold: Fold, recipe: Recipe, fold_seed: int, *,
+                         mixed: bool = False, progress: bool = False, position: int = 1,
+                         track_loss_terms: bool = False, return_model: bool = False):
+    """Both stages of one fold; returns ``(scores, history)`` (``(scores, history, model)`` with ``return_model``).
+
+    ``scores``: ``len(fold.test_index) x K``, one row per test clip in ``fold.test_index``
+    order, the mean over the clip's frames of the final model's outputs (SVM decision
+    values, or softmax probabilities for ``head="softmax"``). ``history``: ``"pretrain"``
+    (see :func:`pretrain_fold`; empty without pre-training), ``"train"`` (per stage-2
+    epoch: ``loss`` incl. L2, ``accuracy``, ``lr``, ``reg_loss``; with
+    ``track_loss_terms`` also the :func:`loss_terms` of the training frames after each
+    epoch as ``terms_*``, plus ``terms_initial``) and ``"info"`` (sizes, reloaded layers,
+    best pre-training epoch, timings, seeds).
+    """
+    import keras
+    from tqdm.auto import tqdm
+
+    if not np.array_equal(flow.clips, frames.clips) or not np.array_equal(flow.subjects, frames.subjects):
+        raise ValueError("flow and frame datasets must list the same clips in the same order")
+    assert_subject_disjoint(flow, fold.train_index, fold.test_index)
+    assert_subject_disjoint(frames, fold.train_index, fold.test_index)
+    keras.backend.clear_session()
+    start = time.perf_counter()
+
+    pretrained, pre_history, pre_info = None, {}, {}
+    if recipe.pretrain:
+        pretrained, pre_history, pre_info = pretrain_fold(flow, fold, recipe, fold_seed, mixed=mixed,
+                                                          progress=progress, position=position)
+    pre_s = time.perf_counter() - start
+
+    stage2_seed = seed_for(fold_seed, "stage2")
+    rng = np.random.default_rng(stage2_seed)
+    data = stage2_training_set(frames, fold.train_index, _flip_labels(recipe, frames.class_names))
+    owners = np.unique(data["frame_to_clip"])
+    assert_subject_disjoint(frames, owners, fold.test_index)
+    model, reloaded = build_stage2(recipe, frames.sample_shape, frames.n_classes, stage2_seed, pretrained,
+                                   dtype=str(data["x"].dtype))
+    del pretrained
+    trainer = _Trainer(model, recipe, data["x"], data["y"], frames.n_classes, mixed)
+    schedule = PlateauSchedule(recipe.lr, recipe.plateau_monitor, recipe.plateau_factor, recipe.plateau_patience,
+                               recipe.plateau_min_delta, recipe.plateau_min_lr)
+    history: dict[str, Any] = {"loss": [], "accuracy": [], "lr": [], "reg_loss": []}
+    if track_loss_terms:
+        history["terms_initial"] = loss_terms(model, data["x"], data["y"], recipe.loss)
+    lr = schedule.lr
+    t2 = first_done = time.perf_counter()
+    bar = tqdm(range(recipe.epochs), desc=f"  {fold.name}", unit="epoch", leave=False, position=position,
+               disable=not progress)
+    for epoch in bar:
+        loss, acc = _run_epoch(trainer, rng.permutation(len(data["y"])), lr)
+        for key, value in (("loss", loss), ("accuracy", acc), ("lr", lr), ("reg_loss", _reg_loss(model))):
+            history[key].append(value)
+        if track_loss_terms:
+            for key, value in loss_terms(model, data["x"], data["y"], recipe.loss).items():
+                history.setdefault(f"terms_{key}", []).append(value)
+        lr = schedule.step(loss=loss, accuracy=acc)
+        bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.1e}", refresh=False)
+        if epoch == 0:
+            first_done = time.perf_counter()
+    bar.close()
+    end = time.perf_counter()
+
+    x_test, test_owner = frames.expand_frames(fold.test_index)
+    clips, scores = clip_scores(trainer.predict(x_test), test_owner)
+    if not np.array_equal(clips, fold.test_index):  # loso_folds gives sorted test indices, as clip_scores
+        raise ValueError("fold.test_index must be sorted ascending")
+    info = {"seed": int(fold_seed), "stage2_seed": int(stage2_seed), "pretrain": bool(recipe.pretrain),
+            "pretrain_s": round(pre_s, 3), "train_s": round(end - t2, 3), "first_epoch_s": round(first_done - t2, 3),
+            "ms_per_epoch": round(1e3 * ((end - first_done) / (recipe.epochs - 1) if recipe.epochs > 1 else end - t2), 3),
+            "n_train": int(len(fold.train_index)), "n_test": int(len(fold.test_index)),
+            "n_train_frames": int((~data["flipped"]).sum()), "n_flipped_frames": int(data["flipped"].sum()),
+            "n_test_frames": int(len(x_test)), "reloaded_layers": reloaded,
+            "dropped_model_kwargs": sorted(model.two_stage_dropped_kwargs),
+            **{f"pretrain_{k}": v for k, v in pre_info.items() if k in ("best_epoch", "fit_subjects", "val_subjects")}}
+    out = {"pretrain": pre_history, "train": history, "info": info}
+    return (scores, out, model) if return_model else (scores, out)
+
+
+def two_stage_inputs(data, recipe: Recipe, *, progress: bool = False, record_test_curve: bool = False):
+    """For :func:`~mer_keras.training.loso.run_loso`: ``(flow_ds, fingerprint, fold_fn)``.
+
+    ``fold_fn`` has the engine's ``train_fold`` signature and result
+    ``(model, scores, history, info)``; the LOSO folds, the predictions table and the
+    report use the flow dataset (same clips, labels and subjects as the frames).
+    """
+    if record_test_curve:
+        raise ValueError("record_test_curve is not available for two-stage recipes")
+    flow, frames = load_two_stage_data(data, recipe, progress=progress)
+
+    def fold_fn(dataset, fold, recipe, fold_seed, *, mixed=False, record_test_curve=False, progress=False, position=1):
+        scores, history, model = train_fold_two_stage(dataset, frames, fold, recipe, fold_seed, mixed=mixed,
+                                                      progress=progress, position=position, return_model=True)
+        return model, scores, history, history["info"]
+
+    return flow, two_stage_fingerprint(flow, frames), fold_fn
