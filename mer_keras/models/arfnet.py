@@ -17,6 +17,7 @@ from mer_keras.models.flow_layers import (
     classification_top,
     finish_model,
     model_input,
+    off_tanet_stem,
     torch_batch_norm,
     torch_conv2d,
 )
@@ -38,11 +39,6 @@ TORCH_NAMES: dict[str, str] = {
 }
 
 
-def _stem(x, activation, l2):
-    # nn.Conv2d(3, 8, 7, stride=2, padding=3) -> ReLU -> BatchNorm2d (ReLU before BN).
-    x = torch_conv2d(x, 8, 7, strides=2, padding=3, l2=l2, name="conv1_0")
-    x = act(x, activation, name="conv1_1")
-    return torch_batch_norm(x, name="conv1_2")
 
 
 def _arf_residual(x, filters, name, activation, l2):
@@ -156,7 +152,7 @@ def ARFNet(
     else:
         raise ValueError(f"position_encoding must be True, False, 'query' or 'bias', got {position_encoding!r}")
     img_input, inputs = model_input(input_tensor, input_shape)
-    x = _stem(img_input, activation, l2)
+    x = off_tanet_stem(img_input, activation, l2)
     x = _arf_residual(x, 18, "res1", activation, l2)
     x = _arf_residual(x, 28, "res2", activation, l2)
     if self_attention:

@@ -330,6 +330,14 @@ def act(x, activation, *, name):
     return keras.layers.Activation(activation, name=name)(x)
 
 
+def off_tanet_stem(x, activation, l2):
+    """The stem the Off-TANet and ARFNet official code share: ``nn.Conv2d(3, 8, 7, stride=2,
+    padding=3)`` -> activation -> ``BatchNorm2d`` (activation *before* BN), 112 -> 56."""
+    x = torch_conv2d(x, 8, 7, strides=2, padding=3, l2=l2, name="conv1_0")
+    x = act(x, activation, name="conv1_1")
+    return torch_batch_norm(x, name="conv1_2")
+
+
 def flatten_nchw(x, *, name="flatten"):
     """Flatten in PyTorch's channels-first order (index ``c*H*W + h*W + w``).
 

@@ -18,6 +18,7 @@ from mer_keras.models.flow_layers import (
     classification_top,
     finish_model,
     model_input,
+    off_tanet_stem,
     torch_batch_norm,
     torch_conv2d,
 )
@@ -67,11 +68,6 @@ def _heads_for(channels: int, max_heads: int = 4) -> int:
     return next(h for h in range(max_heads, 0, -1) if channels % h == 0)
 
 
-def _stem(x, activation, l2):
-    # nn.Conv2d(3, 8, 7, stride=2, padding=3) -> ReLU -> BatchNorm2d (ReLU *before* BN).
-    x = torch_conv2d(x, 8, 7, strides=2, padding=3, l2=l2, name="conv1_0")
-    x = act(x, activation, name="conv1_1")
-    return torch_batch_norm(x, name="conv1_2")
 
 
 def _residual(x, filters, name, activation, l2):
@@ -237,7 +233,7 @@ def OffTANet(
     if block not in BLOCKS:
         raise ValueError(f"block must be one of {BLOCKS}, got {block!r}")
     img_input, inputs = model_input(input_tensor, input_shape)
-    x = _stem(img_input, activation, l2)
+    x = off_tanet_stem(img_input, activation, l2)
     for name_, filters in (("res1", 18), ("res2", 28)):
         if enhance_all_blocks:
             x = _block(x, filters, name_, block, activation, l2)
