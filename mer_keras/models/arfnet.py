@@ -21,6 +21,7 @@ from mer_keras.models.flow_layers import (
     torch_batch_norm,
     torch_conv2d,
 )
+from mer_keras.models.heads import l2_regularizer
 
 #: Keras layer name -> PyTorch module path of the official code (``net_type`` 'mhsa' =
 #: default, 'sa' = ``heads=1``, 'res' = ``self_attention=False``).
@@ -67,7 +68,7 @@ def _bottleneck_transformer(x, filters, name, heads, position, l2):
     sinusoidal code; :class:`~mer_keras.models.flow_layers.OffTANetMHSA`)."""
     if filters % heads:
         raise ValueError(f"heads ({heads}) must divide the block's output channels ({filters})")
-    reg = keras.regularizers.L2(l2) if l2 else None
+    reg = l2_regularizer(l2)
     shortcut = torch_conv2d(x, filters, 1, l2=l2, name=f"{name}_botneck")
     y = OffTANetMHSA(heads=heads, head_channels=filters // heads, position=position,
                      kernel_regularizer=reg, name=f"{name}_sa_0")(x)

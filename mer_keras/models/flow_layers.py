@@ -34,6 +34,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from mer_keras.models.heads import l2_regularizer
+
 __all__ = [
     "ChannelMeanMax",
     "ChannelSlice",
@@ -287,10 +289,6 @@ TORCH_BN_EPSILON = 1e-5
 TORCH_BN_MOMENTUM = 0.9
 
 
-def _regularizer(l2: float):
-    return keras.regularizers.L2(l2) if l2 else None
-
-
 def model_input(input_tensor, input_shape):
     """``(img_input, model_inputs)`` following keras.applications conventions."""
     if input_tensor is None:
@@ -314,7 +312,7 @@ def torch_conv2d(x, filters, kernel_size, *, name, strides=1, padding=0, dilatio
         padding="valid",
         dilation_rate=dilation,
         use_bias=use_bias,
-        kernel_regularizer=_regularizer(l2),
+        kernel_regularizer=l2_regularizer(l2),
         name=name,
     )(x)
 
@@ -386,7 +384,7 @@ def classification_top(
     x = flatten_nchw(x)
     index = 0
     for units in hidden_units:
-        x = keras.layers.Dense(units, kernel_regularizer=_regularizer(l2), name=f"{prefix}_{index}")(x)
+        x = keras.layers.Dense(units, kernel_regularizer=l2_regularizer(l2), name=f"{prefix}_{index}")(x)
         x = act(x, activation, name=f"{prefix}_{index + 1}")
         step = 2
         if torch_dropout:
@@ -398,7 +396,7 @@ def classification_top(
         index += step
     final_activation = None if head == "svm" else classifier_activation
     return keras.layers.Dense(
-        classes, activation=final_activation, kernel_regularizer=_regularizer(l2), name="predictions"
+        classes, activation=final_activation, kernel_regularizer=l2_regularizer(l2), name="predictions"
     )(x)
 
 

@@ -22,6 +22,7 @@ from mer_keras.models.flow_layers import (
     torch_batch_norm,
     torch_conv2d,
 )
+from mer_keras.models.heads import l2_regularizer
 
 BLOCKS = ("triplet", "residual", "self_attention", "cbam", "bottleneck_transformer")
 
@@ -92,10 +93,10 @@ def _channel_attention(x, name, l2, ratio=None):
     channels = x.shape[-1]
     hidden = max(1, channels // (ratio or channels))  # the code passes ratio = in_planes
     fc1 = keras.layers.Conv2D(hidden, 1, use_bias=False,
-                              kernel_regularizer=keras.regularizers.L2(l2) if l2 else None, name=f"{name}_fc1")
+                              kernel_regularizer=l2_regularizer(l2), name=f"{name}_fc1")
     relu = keras.layers.Activation("relu", name=f"{name}_relu1")
     fc2 = keras.layers.Conv2D(channels, 1, use_bias=False,
-                              kernel_regularizer=keras.regularizers.L2(l2) if l2 else None, name=f"{name}_fc2")
+                              kernel_regularizer=l2_regularizer(l2), name=f"{name}_fc2")
     avg = keras.layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_avg_pool")(x)
     mx = keras.layers.GlobalMaxPooling2D(keepdims=True, name=f"{name}_max_pool")(x)
     att = keras.layers.Add(name=f"{name}_sum")([fc2(relu(fc1(avg))), fc2(relu(fc1(mx)))])
@@ -134,7 +135,7 @@ def _enhanced_residual(x, filters, name, mode, activation, l2, position="query")
         out_c = in_c if mode == "triplet" else filters
         heads = _heads_for(out_c)
         y = OffTANetMHSA(heads=heads, head_channels=out_c // heads, position=position,
-                         kernel_regularizer=keras.regularizers.L2(l2) if l2 else None, name=f"{name}_sa")(y)
+                         kernel_regularizer=l2_regularizer(l2), name=f"{name}_sa")(y)
     if mode in ("triplet", "cbam"):
         y = torch_conv2d(y, filters, 3, padding=1, l2=l2, name=f"{name}_conv2_0")
         y = torch_batch_norm(y, name=f"{name}_conv2_1")
@@ -147,7 +148,7 @@ def _bottleneck_transformer(x, filters, name, l2, heads=4, position="query"):
     """``BottleneckTransformer(in_c, out_c, fm_sz, head_n=4)`` ('bot'): conv1x1 shortcut +
     MHSA(in -> out) -> MHSA(out -> out) (no convolution, no BN), summed, maxpool 2."""
     heads = _heads_for(filters, heads)
-    reg = keras.regularizers.L2(l2) if l2 else None
+    reg = l2_regularizer(l2)
     shortcut = torch_conv2d(x, filters, 1, l2=l2, name=f"{name}_botneck")
     y = OffTANetMHSA(heads=heads, head_channels=filters // heads, position=position,
                      kernel_regularizer=reg, name=f"{name}_sa_0")(x)
