@@ -131,6 +131,23 @@ def cmd_bench(args) -> int:
         from mer_keras.evaluation.timing import run_latency_bench
 
         run_latency_bench(repeats=args.repeats)
+    elif args.what == "train":
+        from mer_keras.training.bench import run_training_bench
+
+        if args.folds < 1 or (args.epochs is not None and args.epochs < 2):
+            raise CLIError("--folds takes a count >= 1 and --epochs a count >= 2")
+        run_training_bench(tuple(args.recipes), epochs=args.epochs, folds=args.folds, executors=tuple(args.executors))
+    elif args.what == "fold":
+        from mer_keras.training.bench_fold import run_fold_bench
+
+        epochs = 2 if args.epochs is None else args.epochs
+        if epochs < 1 or (args.pretrain_epochs is not None and args.pretrain_epochs < 1):
+            raise CLIError("--epochs and --pretrain-epochs take counts >= 1")
+        if args.clips is not None and args.clips < 1:
+            raise CLIError("--clips takes a count >= 1")
+        run_fold_bench(args.workdir, size=args.size, frames_per_clip=args.frames, clips=args.clips, epochs=epochs,
+                       pretrain_epochs=args.pretrain_epochs, recipe=args.recipe, width=args.width,
+                       workers=args.workers)
     return 0
 
 
@@ -187,8 +204,23 @@ def cmd_loso(args) -> int:
         recipe = recipe.replace(epochs=args.epochs)
     if not Path(args.data).exists():
         raise CLIError(f"--data {args.data} does not exist")
-    report = run_loso(args.data, recipe, args.out, subjects=args.subjects or None, seed=args.seed,
-                      device=args.device, progress=not args.no_progress, overwrite=args.overwrite)
+    data = args.data
+    if args.macro is not None:
+        if recipe.trainer != "transfer":
+            raise CLIError(f"--macro is for transfer recipes (mobilevit_transfer); {recipe.name!r} does not use it")
+        if not Path(args.macro).exists():
+            raise CLIError(f"--macro {args.macro} does not exist")
+        data = {"micro": args.data, "macro": args.macro}
+    elif recipe.trainer == "transfer" and recipe.pretrain:
+        raise CLIError(f"recipe {recipe.name!r} pre-trains on a macro-expression cache: pass --macro DIR "
+                       "(prepared with --preset mobilevit_apex), or use it without transfer in Python (pretrain=False)")
+    ray_options = {key: value for key, value in (("ray_address", args.ray_address), ("cpus_per_fold", args.cpus_per_fold),
+                                                 ("gpus_per_fold", args.gpus_per_fold)) if value is not None}
+    if ray_options and args.executor != "ray":
+        raise CLIError("--ray-address, --cpus-per-fold and --gpus-per-fold need --executor ray")
+    report = run_loso(data, recipe, args.out, subjects=args.subjects or None, seed=args.seed,
+                      device=args.device, progress=not args.no_progress, overwrite=args.overwrite,
+                      executor=args.executor, executor_options=ray_options)
     m = report.metrics
     print(f"{recipe.name}: UF1 {m['uf1']:.4f}  UAR {m['uar']:.4f}  accuracy {m['accuracy']:.4f}  "
           f"(all folds pooled, {m['n_clips']} clips, {m['n_folds']} folds)")
@@ -224,7 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prepare", help="align, mask and compute TV-L1 flow for every clip into a resumable cache")
     _add_source_args(p, COMPOSITES)
     p.add_argument("--out", required=True, help="cache folder (rerun to resume)")
-    p.add_argument("--preset", default="shufflenet", choices=["shufflenet", "mobilevit", "off_tanet", "ststnet"])
+    p.add_argument("--preset", default="shufflenet", choices=["shufflenet", "mobilevit", "mobilevit_apex", "off_tanet", "ststnet"],
+                   help="mobilevit_apex: apex frames only, no flow (macro sets with single images, e.g. JAFFE)")
     p.add_argument("--size", type=int, help="override the preset's crop size")
     p.add_argument("--workers", type=int, help="processes (default: all cores)")
     p.add_argument("--labelled-only", action="store_true", help="skip clips without a 3-class label")
@@ -232,10 +265,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("bench", help="benchmarks that print measured numbers")
-    p.add_argument("what", choices=["preprocess", "latency"], help="preprocess: detection, landmarks, TV-L1 and prepare throughput; latency: batch-1 inference of the papers' Table 4 models")
+    p.add_argument("what", choices=["preprocess", "latency", "train", "fold"], help="preprocess: detection, landmarks, TV-L1 and prepare throughput; latency: batch-1 inference of the papers' Table 4 models; train: projected full-LOSO wall time of the flow recipes at the real protocol sizes; fold: samples/s and peak RSS of one ShuffleNetV2-SVM fold at 224 px on a MEGC-sized synthetic cache")
     p.add_argument("--repeats", type=int, default=5, help="timed repetitions per row (median reported)")
     p.add_argument("--threads", type=int, default=1, help="OpenCV threads for the per-frame rows (prepare workers use 1)")
     p.add_argument("--processes", type=int, nargs="+", default=[1, 2], help="process counts for the prepare throughput rows")
+    p.add_argument("--recipes", nargs="+", default=["ststnet", "off_tanet"], choices=["ststnet", "off_tanet", "arfnet"],
+                   help="train: recipes to measure")
+    p.add_argument("--epochs", type=int, help="train: epochs measured per fold (default 60 STSTNet, 6 others); "
+                   "fold: epochs of each stage (default 2)")
+    p.add_argument("--folds", type=int, default=2, help="train: folds measured per recipe")
+    p.add_argument("--executors", nargs="+", default=["inprocess"], choices=["inprocess", "ray"],
+                   help="train: ray runs the measured folds as concurrent Ray tasks (one CPU each)")
+    p.add_argument("--size", type=int, default=224, help="fold: input size in pixels")
+    p.add_argument("--frames", type=int, default=30, help="fold: frames per clip from onset to apex (an assumption)")
+    p.add_argument("--clips", type=int, help="fold: keep whole subjects until this many clips (default all 442)")
+    p.add_argument("--pretrain-epochs", type=int, help="fold: pre-training epochs (default --epochs)")
+    p.add_argument("--width", type=float, default=1.0, help="fold: ShuffleNetV2 width multiplier")
+    p.add_argument("--recipe", default="shufflenet_svm_corrected", help="fold: a two-stage recipe")
+    p.add_argument("--workdir", help="fold: keep the synthetic data, cache and fold run here (reused on the next run)")
+    p.add_argument("--workers", type=int, help="fold: prepare processes (default: all cores)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("demo", help="synthetic MEGC-style composite -> readers -> prepare -> LOSO (Off-TANet), with reports")
@@ -253,13 +301,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("loso", help="leave-one-subject-out training and evaluation with a paper's recipe (resumable)")
     p.add_argument("--data", required=True, help="a prepared cache (`prepare --out`) or MEGC2019 folders {subject}/u_train/{label}/*.png")
-    p.add_argument("--recipe", default="ststnet", help="ststnet, off_tanet or arfnet (see mer_keras.training.recipes)")
+    p.add_argument("--recipe", default="ststnet", help="a recipe name (mer_keras.training.available_recipes(): ststnet, "
+                   "off_tanet, arfnet, shufflenet_svm, mobilevit_transfer, ...)")
+    p.add_argument("--macro", help="transfer recipes: the prepared macro-expression cache (CK+, Oulu-CASIA, JAFFE, MUG)")
     p.add_argument("--out", required=True, help="run folder (rerun to resume)")
     p.add_argument("--subjects", nargs="+", help="only these left-out subjects (training still uses all others)")
     p.add_argument("--quick", action="store_true", help="the recipe's short variant (a few epochs; tests/CI, not a paper setting)")
     p.add_argument("--epochs", type=int, help="override the recipe's epochs")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"])
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"],
+                   help="auto uses a GPU when TensorFlow sees one (mixed precision there if the recipe asks)")
+    p.add_argument("--executor", default="inprocess", choices=["inprocess", "ray"],
+                   help="ray: folds as Ray tasks (pip install 'mer-keras[ray]'); same artefacts and numbers")
+    p.add_argument("--ray-address", help="an existing Ray cluster (default: start a local one)")
+    p.add_argument("--cpus-per-fold", type=float, help="Ray CPUs reserved per fold (default 1)")
+    p.add_argument("--gpus-per-fold", type=float, help="Ray GPUs reserved per fold (default 1 on a GPU, else 0)")
     p.add_argument("--overwrite", action="store_true", help="discard results of a different config in --out")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_loso)

@@ -166,3 +166,49 @@ def test_flow_is_computed_before_masking(raw_clip):
     a = preprocess_clip(raw_clip, 0, 3, masked)
     b = preprocess_clip(raw_clip, 0, 3, plain)
     np.testing.assert_allclose(a.flow[a.mask], b.flow[a.mask], atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- apex-only clips (no flow)
+
+
+def test_compute_flow_enters_the_fingerprint_only_when_off():
+    import hashlib
+
+    from mer_keras.preprocess.pipeline import SCHEMA_VERSION
+
+    for name in ("shufflenet", "mobilevit", "off_tanet", "ststnet"):
+        cfg = PreprocessConfig.preset(name)
+        assert cfg.compute_flow is True
+        legacy = {k: v for k, v in cfg.to_dict().items() if k != "compute_flow"}  # a cache.json written before the field
+        text = json.dumps({"schema": SCHEMA_VERSION, "config": legacy}, sort_keys=True, separators=(",", ":"))
+        assert cfg.fingerprint() == hashlib.sha256(text.encode()).hexdigest()[:16], name  # existing caches stay valid
+        assert PreprocessConfig.from_dict(legacy) == cfg
+        assert cfg.replace(compute_flow=False).fingerprint() != cfg.fingerprint()
+    apex = PreprocessConfig.preset("mobilevit_apex")
+    assert (apex.size, apex.compute_flow, apex.mask) == (256, False, PreprocessConfig.preset("mobilevit").mask)
+    assert PreprocessConfig.from_dict(json.loads(json.dumps(apex.to_dict()))) == apex
+    with pytest.raises(TypeError):
+        PreprocessConfig(compute_flow="no")
+
+
+def test_apex_only_clip_has_no_flow_and_accepts_a_single_image(raw_clip):
+    with_flow = PreprocessConfig.preset("mobilevit", size=64)
+    apex_only = PreprocessConfig.preset("mobilevit_apex", size=64)
+    a = preprocess_clip(raw_clip, 0, 3, apex_only)
+    b = preprocess_clip(raw_clip, 0, 3, with_flow)
+    np.testing.assert_array_equal(a.apex, b.apex)  # same alignment and mask, only the flow is left out
+    np.testing.assert_array_equal(a.mask, b.mask)
+    assert a.flow is None and a.strain is None and a.flow_image is None
+    arrays = a.to_arrays()
+    assert not {"flow", "strain", "flow_image"} & set(arrays)
+    back = ClipFeatures.from_arrays(arrays)
+    assert back.flow is None and np.array_equal(back.apex, a.apex)
+    single = preprocess_clip(raw_clip, 3, 3, apex_only)  # onset == apex: one image (JAFFE)
+    assert single.apex.shape == (64, 64) and single.apex.dtype == np.uint8 and single.apex[single.mask].std() > 5
+    np.testing.assert_array_equal(single.onset, single.apex)
+    frames = preprocess_clip(raw_clip, 3, 3, apex_only.replace(keep="onset_to_apex"))
+    assert frames.frames.shape == (1, 64, 64)
+    with pytest.raises(ValueError, match="two frames"):
+        preprocess_clip(raw_clip, 3, 3, with_flow)  # flow still needs two frames
+    with pytest.raises(ValueError):
+        preprocess_clip(raw_clip, 3, 2, apex_only)

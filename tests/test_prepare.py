@@ -87,3 +87,28 @@ def test_second_prepare_on_the_same_cache_is_refused(megc_tiny_manifest, tmp_pat
         with pytest.raises(RuntimeError, match="another `prepare` is writing"):
             prepare(megc_tiny_manifest, tmp_path, STSTNET, workers=1, progress=False)
     assert prepare(megc_tiny_manifest, tmp_path, STSTNET, workers=1, progress=False).n_computed == len(megc_tiny_manifest)
+
+
+def test_apex_only_prepare_keeps_single_image_clips(tmp_path):
+    """JAFFE clips are single images (onset == apex): skipped by a flow preset, prepared without flow."""
+    from mer_keras.data.readers import get_reader
+    from mer_keras.data.synthetic import write_dataset
+    from mer_keras.training import LOSODataset
+
+    write_dataset("jaffe", tmp_path / "jaffe", n_subjects=2, clips_per_subject=2, seed=4)
+    manifest = get_reader("jaffe")(tmp_path / "jaffe").manifest
+    assert len(manifest) == 4 and (manifest["onset"] == manifest["apex"]).all()
+    flow = prepare(manifest, tmp_path / "flow", STSTNET, workers=1, progress=False)
+    assert len(flow.skipped) == len(manifest) and flow.skipped["reason"].str.contains("two frames").all()
+    apex_cfg = PreprocessConfig.preset("mobilevit_apex", size=32)
+    result = prepare(manifest, tmp_path / "apex", apex_cfg, workers=1, progress=False)
+    assert result.skipped.empty and result.n_computed == len(manifest)
+    cache = PreparedCache(tmp_path / "apex")
+    assert cache.config == apex_cfg and not cache.config.compute_flow
+    assert cache.stack("apex").shape == (4, 32, 32) and not {"flow", "flow_image"} & set(cache.load(cache.manifest["key"][0]))
+    with pytest.raises(KeyError, match="apex-only"):
+        cache.stack("flow_image")
+    labelled = manifest["label_id"].ge(0).sum()
+    data = LOSODataset.from_cache(cache, input="apex")
+    assert data.x.shape == (labelled, 32, 32, 1) and data.x.dtype == np.uint8
+    assert prepare(manifest, tmp_path / "apex", apex_cfg, workers=1, progress=False).n_reused == len(manifest)

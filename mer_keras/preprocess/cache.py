@@ -8,6 +8,10 @@ Layout of a cache folder::
     skipped.csv       clips that could not be prepared, with the reason
     issues.csv        what the dataset readers fixed or dropped before preparation
 
+A cache prepared with ``compute_flow=False`` (preset ``"mobilevit_apex"``) holds apex-only
+clips: aligned, masked frames without ``flow``, ``strain`` or ``flow_image``; single-image
+clips (onset = apex, e.g. JAFFE) are prepared instead of being skipped.
+
 Resuming: every clip file is written atomically (temporary file + ``os.replace``) and
 carries a ``_source`` hash of the preprocessing fingerprint, the clip's frame files and
 its onset/apex indices. A rerun reuses every clip whose hash matches and recomputes the
@@ -309,5 +313,7 @@ class PreparedCache:
             return {k: z[k] for k in z.files if not k.startswith("_")}
 
     def stack(self, name: str, keys=None) -> np.ndarray:
+        if name in ("flow", "strain", "flow_image") and not self.config.compute_flow:
+            raise KeyError(f"{self.path} holds apex-only clips (prepared with compute_flow=False): no {name!r}")
         keys = list(self.manifest["key"] if keys is None else keys)
         return np.stack([self.load(k)[name] for k in keys])

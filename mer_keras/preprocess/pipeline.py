@@ -14,6 +14,11 @@ Order of operations (ShuffleNetV2-SVM Fig. 2; Off-TANet §4.1):
    112 this follows Off-TANet / STSTNet: resize grey crops, then compute flow);
 3. TV-L1 flow onset -> apex on the aligned, *unmasked* frames; strain from that flow;
 4. the landmark mask (eyes, outside the face) applied to frames, flow and strain.
+
+Apex-only clips (``compute_flow=False``, preset ``"mobilevit_apex"``): steps 1, 2 and 4
+only, no flow, strain or flow image. The MobileViT paper feeds the grey, aligned,
+eye-masked apex frame ("Pre-processing"), and its macro-expression set has single images
+(JAFFE: onset = apex), which a flow preset must reject because flow needs two frames.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from .masks import MaskConfig, apply_mask, build_mask
 
 KEEP_MODES = ("onset_apex", "onset_to_apex")
 INTERPOLATIONS = {"cubic": cv2.INTER_CUBIC, "linear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA, "lanczos": cv2.INTER_LANCZOS4}
-PRESETS = ("shufflenet", "mobilevit", "off_tanet", "ststnet")
+PRESETS = ("shufflenet", "mobilevit", "mobilevit_apex", "off_tanet", "ststnet")
 SCHEMA_VERSION = 1
 """Bumped whenever the meaning of a field or the computation changes; part of the fingerprint."""
 
@@ -79,6 +84,10 @@ class PreprocessConfig:
     see :func:`mer_keras.preprocess.flow.optical_strain`. ``flow_image``: rendering of the
     uint8 flow image. ``keep``: ``"onset_apex"`` (no frame stack stored) or
     ``"onset_to_apex"`` (all aligned, masked frames from onset to apex stored).
+    ``compute_flow``: ``False`` prepares apex-only clips (aligned, masked frames; no flow,
+    strain or flow image) and accepts clips whose onset is their apex (single images).
+    It enters :meth:`fingerprint` only when ``False``, so caches prepared before the field
+    existed keep their fingerprint.
     """
 
     size: int = 112
@@ -92,6 +101,7 @@ class PreprocessConfig:
     strain_derivative: str = "sobel"
     flow_image: FlowImageOptions = field(default_factory=FlowImageOptions)
     keep: str = "onset_apex"
+    compute_flow: bool = True
 
     def __post_init__(self) -> None:
         if int(self.size) != self.size or not (8 <= self.size <= 2048):
@@ -110,6 +120,8 @@ class PreprocessConfig:
             raise ValueError(f"strain_derivative must be one of {DERIVATIVES}, got {self.strain_derivative!r}")
         if self.keep not in KEEP_MODES:
             raise ValueError(f"keep must be one of {KEEP_MODES}, got {self.keep!r}")
+        if not isinstance(self.compute_flow, bool):
+            raise TypeError(f"compute_flow must be a bool, got {type(self.compute_flow).__name__}")
         for name, kind in (("mask", MaskConfig), ("flow", TVL1Params), ("flow_image", FlowImageOptions)):
             if not isinstance(getattr(self, name), kind):
                 raise TypeError(f"{name} must be a {kind.__name__}, got {type(getattr(self, name)).__name__}")
@@ -124,6 +136,9 @@ class PreprocessConfig:
           (``MaskConfig()``); flow image ``(u, v, magnitude)`` min-max; the onset..apex
           frame stack is kept (the paper trains on the pre-processed sequences).
         * ``"mobilevit"``: 256 px; eyes masked only; apex frame used (onset/apex kept).
+        * ``"mobilevit_apex"``: as ``"mobilevit"`` without flow (``compute_flow=False``):
+          the aligned, eye-masked grey apex only, single-image clips (JAFFE) accepted --
+          the MobileViT paper's input for both its macro and micro sets.
         * ``"off_tanet"`` (Off-TANet / ARFNet): 112 px, no mask; strain as the official
           code computes it (``"official"`` formula, unscaled ``cv2.Sobel``) so that inputs
           match the released weights; networks consume the float ``(u, v, strain)``.
@@ -137,6 +152,7 @@ class PreprocessConfig:
                 size=224, mask=MaskConfig(), flow_image=FlowImageOptions(third="magnitude"), keep="onset_to_apex"
             ),
             "mobilevit": dict(size=256, mask=MaskConfig.eyes_only(), flow_image=FlowImageOptions(third="magnitude")),
+            "mobilevit_apex": dict(size=256, mask=MaskConfig.eyes_only(), compute_flow=False),
             "off_tanet": dict(
                 size=112, mask=MaskConfig.none(), strain_variant="official", strain_derivative="sobel_raw"
             ),
@@ -174,9 +190,13 @@ class PreprocessConfig:
         """Hex SHA-256 (first ``length`` chars) of the canonical JSON of the config + schema version.
 
         Stable across processes and Python versions (sorted keys, floats via ``repr``);
-        changes when any field changes.
+        changes when any field changes. ``compute_flow`` is hashed only when ``False`` (its
+        default leaves the fingerprints of existing caches unchanged).
         """
-        payload = {"schema": SCHEMA_VERSION, "config": self.to_dict()}
+        config = self.to_dict()
+        if config["compute_flow"]:
+            del config["compute_flow"]
+        payload = {"schema": SCHEMA_VERSION, "config": config}
         text = json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False)
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[: int(length)]
 
@@ -188,7 +208,8 @@ class PreprocessConfig:
 class ClipFeatures:
     """Pre-processed arrays of one clip (all in aligned output coordinates, ``S = size``).
 
-    ``onset`` / ``apex``: ``S x S`` uint8, masked. ``frames``: ``T x S x S`` uint8 aligned
+    ``onset`` / ``apex``: ``S x S`` uint8, masked. ``flow``, ``strain`` and ``flow_image``
+    are ``None`` for an apex-only clip (``compute_flow=False``). ``frames``: ``T x S x S`` uint8 aligned
     and masked frames onset..apex (``None`` unless ``keep="onset_to_apex"``). ``flow``:
     ``S x S x 2`` float32 ``(u, v)`` px, computed on the unmasked frames, then masked.
     ``strain``: ``S x S`` float32 (computed from the unmasked flow, then masked).
@@ -199,16 +220,16 @@ class ClipFeatures:
 
     onset: np.ndarray
     apex: np.ndarray
-    flow: np.ndarray
-    strain: np.ndarray
-    flow_image: np.ndarray
+    flow: np.ndarray | None
+    strain: np.ndarray | None
+    flow_image: np.ndarray | None
     mask: np.ndarray
     landmarks: np.ndarray
     n_fallback_frames: int = 0
     frames: np.ndarray | None = None
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        """Dict of numpy arrays for ``np.savez`` (``frames`` omitted when ``None``)."""
+        """Dict of numpy arrays for ``np.savez`` (``None`` arrays -- frames, or the flow of an apex-only clip -- omitted)."""
         out = {
             "onset": self.onset,
             "apex": self.apex,
@@ -218,20 +239,20 @@ class ClipFeatures:
             "mask": self.mask,
             "landmarks": self.landmarks,
             "n_fallback_frames": np.asarray(self.n_fallback_frames, dtype=np.int32),
+            "frames": self.frames,
         }
-        if self.frames is not None:
-            out["frames"] = self.frames
-        return out
+        return {k: v for k, v in out.items() if v is not None}
 
     @classmethod
     def from_arrays(cls, arrays: dict) -> "ClipFeatures":
-        """Inverse of :meth:`to_arrays` (accepts an ``np.load`` result)."""
-        keys = ("onset", "apex", "flow", "strain", "flow_image", "mask", "landmarks")
+        """Inverse of :meth:`to_arrays` (accepts an ``np.load`` result; no flow arrays = apex-only clip)."""
+        keys = ("onset", "apex", "mask", "landmarks")
         missing = [k for k in keys if k not in arrays]
         if missing:
             raise KeyError(f"missing arrays: {missing}")
         return cls(
             **{k: np.asarray(arrays[k]) for k in keys},
+            **{k: np.asarray(arrays[k]) if k in arrays else None for k in ("flow", "strain", "flow_image")},
             n_fallback_frames=int(np.asarray(arrays.get("n_fallback_frames", 0))),
             frames=np.asarray(arrays["frames"]) if "frames" in arrays else None,
         )
@@ -249,16 +270,21 @@ def preprocess_clip(
     ``frames``: the clip's frames (paths, or arrays: BGR as ``cv2.imread`` gives them, or
     grey), or a ``T x H x W (x C)`` array; only ``onset_index`` and ``apex_index`` (or the
     range between them, for ``keep="onset_to_apex"``) are read. Requires
-    ``0 <= onset_index < apex_index < len(frames)``. Raises ``NoFaceError`` when the onset
-    frame has no detectable face.
+    ``0 <= onset_index < apex_index < len(frames)`` (``onset_index == apex_index`` is
+    accepted when ``config.compute_flow`` is False: a single image). Raises
+    ``NoFaceError`` when the onset frame has no detectable face.
     """
     if not isinstance(config, PreprocessConfig):
         raise TypeError(f"config must be a PreprocessConfig, got {type(config).__name__}")
     items = list(frames) if not isinstance(frames, np.ndarray) else [frames[i] for i in range(frames.shape[0])]
     n = len(items)
     onset_index, apex_index = int(onset_index), int(apex_index)
-    if not (0 <= onset_index < apex_index < n):
-        raise ValueError(f"need 0 <= onset_index < apex_index < {n} frames, got onset {onset_index}, apex {apex_index}")
+    if not config.compute_flow:
+        if not (0 <= onset_index <= apex_index < n):
+            raise ValueError(f"need 0 <= onset_index <= apex_index < {n} frames, got onset {onset_index}, apex {apex_index}")
+    elif not (0 <= onset_index < apex_index < n):
+        raise ValueError(f"need 0 <= onset_index < apex_index < {n} frames (flow needs two frames; "
+                         f"compute_flow=False prepares single images), got onset {onset_index}, apex {apex_index}")
     if config.keep == "onset_to_apex":
         selected = items[onset_index : apex_index + 1]
     else:
@@ -275,9 +301,14 @@ def preprocess_clip(
         interpolation=INTERPOLATIONS[config.interpolation],
     )
     onset, apex = aligned.frames[0], aligned.frames[-1]
+    mask = build_mask(aligned.landmarks, config.size, config.mask)
+    frames_m = apply_mask(aligned.frames, mask) if config.keep == "onset_to_apex" else None
+    if not config.compute_flow:  # apex-only clip: aligned, masked frames, no flow
+        return ClipFeatures(onset=apply_mask(onset, mask), apex=apply_mask(apex, mask), flow=None, strain=None,
+                            flow_image=None, mask=mask, landmarks=aligned.landmarks.astype(np.float32),
+                            n_fallback_frames=int(aligned.n_fallback), frames=frames_m)
     flow = tvl1_flow(onset, apex, config.flow)
     strain = optical_strain(flow, variant=config.strain_variant, derivative=config.strain_derivative)
-    mask = build_mask(aligned.landmarks, config.size, config.mask)
     flow_m = apply_mask(flow, mask)
     strain_m = apply_mask(strain, mask)
     opts = config.flow_image
@@ -298,5 +329,5 @@ def preprocess_clip(
         mask=mask,
         landmarks=aligned.landmarks.astype(np.float32),
         n_fallback_frames=int(aligned.n_fallback),
-        frames=apply_mask(aligned.frames, mask) if config.keep == "onset_to_apex" else None,
+        frames=frames_m,
     )

@@ -9,7 +9,10 @@
 * :mod:`.loso` -- :func:`run_loso`, the LOSO engine (fresh seeded model per fold, resumable);
 * :mod:`.two_stage` -- the ShuffleNetV2-SVM two-stage fold (flow pre-training, down-sampling
   layer reload, frame training; :func:`train_fold_two_stage`), run by :func:`run_loso` for
-  recipes with ``trainer="two_stage"``.
+  recipes with ``trainer="two_stage"``;
+* :mod:`.transfer` -- the MobileViT macro-to-micro transfer recipe (stage 1 on macro-expressions
+  once per run, per-fold KerasTuner grid search on training subjects, gradual unfreezing;
+  :func:`train_fold_transfer`), run by :func:`run_loso` for recipes with ``trainer="transfer"``.
 """
 
 from .datasets import INPUT_KINDS, FolderLayoutError, LOSODataset, clip_scores, megc_source
@@ -17,6 +20,7 @@ from .folds import Fold, LeakageError, assert_subject_disjoint, balanced_indices
 from .loso import run_loso, seed_for
 from .recipes import Recipe, available_recipes, get_recipe
 from .two_stage import load_two_stage_data, pretrain_fold, train_fold_two_stage
+from .transfer import load_transfer_data, pretrain_macro, train_fold_transfer, transfer_inputs
 from .store import (
     PREDICTION_COLUMNS,
     ConfigMismatchError,
@@ -46,13 +50,17 @@ __all__ = [
     "fold_name",
     "get_recipe",
     "inner_split",
+    "load_transfer_data",
     "load_two_stage_data",
     "loso_folds",
     "megc_source",
     "prediction_frame",
     "pretrain_fold",
+    "pretrain_macro",
     "run_loso",
     "safe_name",
     "seed_for",
+    "train_fold_transfer",
     "train_fold_two_stage",
+    "transfer_inputs",
 ]

@@ -57,7 +57,6 @@ import json
 import logging
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -65,15 +64,15 @@ import numpy as np
 
 from .datasets import LOSODataset
 from .folds import Fold, assert_subject_disjoint, balanced_indices, loso_folds
+from .executors import execute_folds
 from .recipes import Recipe, get_recipe
+from .runtime import DEVICES, device_scope, fold_runtime, op_determinism, precision_policy
 from .store import FoldStore, prediction_frame
 
 logger = logging.getLogger("mer_keras.training")
 
 ENGINE_VERSION = 1
 """Bumped whenever the engine's computation changes (part of the run's config hash)."""
-
-DEVICES = ("auto", "cpu", "gpu")
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -136,52 +135,6 @@ def dataset_fingerprint(dataset: LOSODataset) -> dict:
         h.update("\x1f".join(column.tolist()).encode("utf-8"))
     return {"n_samples": len(dataset), "sample_shape": list(dataset.sample_shape), "dtype": str(dataset.x.dtype),
             "n_subjects": len(dataset.subject_list()), "sha256": h.hexdigest()[:16]}
-
-
-# ----------------------------------------------------------------------------- device
-
-
-@contextmanager
-def device_scope(device: str):
-    """Context that trains on ``device`` (``"auto"``, ``"cpu"``, ``"gpu"``); yields ``"cpu"`` or ``"gpu"``.
-
-    ``"cpu"`` hides the GPUs (``tf.config.set_visible_devices([], "GPU")``, which only works
-    before TensorFlow initialises its devices) and in any case places the ops on the CPU;
-    ``"gpu"`` raises ``RuntimeError`` when TensorFlow sees none; ``"auto"`` uses a GPU if
-    there is one.
-    """
-    import tensorflow as tf
-
-    if device not in DEVICES:
-        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
-    if device == "cpu":
-        try:
-            tf.config.set_visible_devices([], "GPU")
-        except RuntimeError:  # devices already initialised: placing ops below is enough
-            pass
-        with tf.device("/CPU:0"):
-            yield "cpu"
-        return
-    gpus = tf.config.list_logical_devices("GPU")
-    if device == "gpu" and not gpus:
-        raise RuntimeError("device 'gpu' requested but TensorFlow sees no GPU (use --device auto or cpu)")
-    yield "gpu" if gpus else "cpu"
-
-
-@contextmanager
-def precision_policy(enabled: bool):
-    """``mixed_float16`` as Keras' global policy inside the block when ``enabled``; restored afterwards."""
-    import keras
-
-    if not enabled:
-        yield "float32"
-        return
-    previous = keras.mixed_precision.global_policy().name
-    keras.mixed_precision.set_global_policy("mixed_float16")
-    try:
-        yield "mixed_float16"
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
 
 
 # ----------------------------------------------------------------------------- per-fold pieces
@@ -398,38 +351,6 @@ def _resolve_recipe(recipe, seed, overrides: dict) -> Recipe:
     return recipe
 
 
-@contextmanager
-def quiet_retracing():
-    """Silence TensorFlow's "triggered tf.function retracing" warning inside the block.
-
-    Every fold builds a fresh model and therefore traces its compiled epoch once: expected,
-    not the accidental retracing the warning is about.
-    """
-    tf_logger = logging.getLogger("tensorflow")
-    previous = tf_logger.level
-    tf_logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        tf_logger.setLevel(previous)
-
-
-@contextmanager
-def op_determinism(enabled: bool):
-    """TensorFlow op determinism inside the block when ``enabled``; the previous state is restored after."""
-    import tensorflow as tf
-    from tensorflow.python.framework import config as tf_config  # the public API has no getter/disable
-
-    previous = bool(tf_config.is_op_determinism_enabled())
-    if enabled and not previous:
-        tf.config.experimental.enable_op_determinism()
-    try:
-        yield bool(tf_config.is_op_determinism_enabled())
-    finally:
-        if enabled and not previous:
-            tf_config.disable_op_determinism()
-
-
 def run_loso(
     dataset,
     recipe="ststnet",
@@ -443,6 +364,8 @@ def run_loso(
     record_test_curve: bool = False,
     save_weights: bool = False,
     deterministic: bool | None = None,
+    executor: str = "inprocess",
+    executor_options: Mapping[str, Any] | None = None,
     **recipe_overrides: Any,
 ):
     """Leave-one-subject-out training and evaluation; returns the run's ``LOSOReport``.
@@ -461,7 +384,8 @@ def run_loso(
             new temporary folder. Rerunning with the same folder resumes.
         subjects: only these left-out subjects (quick runs); training still uses all others.
         seed: base seed (default the recipe's, 0); fold ``f`` uses :func:`seed_for(seed, f)`.
-        device: ``"auto"``, ``"cpu"`` or ``"gpu"`` (see :func:`device_scope`); mixed
+        device: ``"auto"``, ``"cpu"`` or ``"gpu"`` (see
+            :func:`~mer_keras.training.runtime.device_scope`); mixed
             precision only on a GPU and only when the recipe asks for it.
         progress: bars over folds and epochs; ``False`` prints nothing.
         overwrite: discard the folds of a different config found in ``out_dir``
@@ -470,6 +394,10 @@ def run_loso(
             history as ``test_curve_*`` (analysis only; the last epoch is always evaluated).
         save_weights: also store each fold's final weights.
         deterministic: op determinism; default on for CPU training, off on GPU.
+        executor: ``"inprocess"`` (one fold after the other here) or ``"ray"`` (folds as
+            Ray tasks; :mod:`~mer_keras.training.executors`): same artefacts and numbers.
+        executor_options: Ray settings (``ray_address``, ``cpus_per_fold``,
+            ``gpus_per_fold``; see :func:`~mer_keras.training.executors.execute_folds`).
         **recipe_overrides: recipe fields to change (``epochs=3``, ``lr=1e-4``, ...).
 
     Returns:
@@ -480,12 +408,18 @@ def run_loso(
     from tqdm.auto import tqdm
 
     start = time.perf_counter()
+    executor_options = dict(executor_options or {})
     recipe = _resolve_recipe(recipe, seed, recipe_overrides)
     if recipe.trainer == "two_stage":  # flow pre-training + frames (mer_keras.training.two_stage)
         from .two_stage import two_stage_inputs
 
         data, fingerprint, fold_fn = two_stage_inputs(dataset, recipe, progress=progress,
                                                       record_test_curve=record_test_curve)
+    elif recipe.trainer == "transfer":  # macro transfer + micro apex fine-tuning (mer_keras.training.transfer)
+        from .transfer import transfer_inputs
+
+        data, fingerprint, fold_fn = transfer_inputs(dataset, recipe, out_dir=out_dir, progress=progress,
+                                                     record_test_curve=record_test_curve)
     else:
         data = as_dataset(dataset, recipe, progress=progress)
         check_input_shape(data, recipe)
@@ -499,29 +433,33 @@ def run_loso(
     pending = store.pending(folds)
     trained: list[str] = []
 
-    with (device_scope(device) as used_device,
-          precision_policy(recipe.mixed_precision and used_device == "gpu") as policy,
-          op_determinism(deterministic if deterministic is not None else used_device == "cpu") as determinism,
-          quiet_retracing()):
-        bar = tqdm(folds, desc=f"LOSO {recipe.name}", unit="fold", disable=not progress, position=0)
-        for fold in bar:
-            if fold not in pending:
-                continue
-            bar.set_postfix(fold=fold.name, refresh=True)
-            model, scores, history, info = fold_fn(
-                data, fold, recipe, seeds[fold.name], mixed=policy == "mixed_float16",
-                record_test_curve=record_test_curve, progress=progress)
-            frame = prediction_frame(data, fold.test_index, scores)
-            store.save_fold(fold, frame, history, model=model if save_weights else None, extra=info)
-            trained.append(fold.name)
-        bar.close()
+    bar = tqdm(total=len(folds), initial=len(folds) - len(pending), desc=f"LOSO {recipe.name}", unit="fold",
+               disable=not progress, position=0)
+    runtime: dict = {}
+    results = execute_folds(data, pending, recipe, seeds, fold_fn, executor=executor, device=device,
+                            deterministic=deterministic, record_test_curve=record_test_curve,
+                            save_weights=save_weights, progress=progress and executor == "inprocess", **executor_options)
+    for result in results:
+        fold = result.fold
+        frame = prediction_frame(data, fold.test_index, result.scores)
+        store.save_fold(fold, frame, result.history, model=result.model if save_weights else None,
+                        extra=result.info)
+        trained.append(fold.name)
+        runtime = runtime or result.runtime
+        bar.set_postfix(fold=fold.name, refresh=False)
+        bar.update(1)
+    bar.close()
+    if not runtime:  # every fold reused: record the settings this call would have trained with
+        with fold_runtime(device, mixed_precision=recipe.mixed_precision, deterministic=deterministic) as runtime:
+            pass
 
     wanted = {f.name for f in folds}
     predictions = store.load_predictions()
     predictions = predictions[predictions["fold"].isin(wanted)].reset_index(drop=True)
     run = {"out_dir": str(out), "subjects": None if subjects is None else [f.test_subject for f in folds],
            "n_folds": len(folds), "trained_folds": trained, "reused_folds": sorted(wanted - set(trained)),
-           "device": used_device, "precision": policy, "op_determinism": determinism,
+           "device": runtime["device"], "precision": runtime["precision"],
+           "op_determinism": runtime["op_determinism"], "executor": executor,
            "record_test_curve": bool(record_test_curve), "config_hash": store.config_hash}
     # The evaluation layer formats the engine's output: the one place the training layer
     # imports mer_keras.evaluation, inside the function so the module stays independent of it.

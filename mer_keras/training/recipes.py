@@ -24,6 +24,13 @@ Presets (reference: the architectures notes of this project; papers and official
   training (the regulariser is hundreds of times the data loss and drives every frame to
   one class; measured in :mod:`mer_keras.training.two_stage` and ``tests/test_two_stage.py``),
   so ``"shufflenet_svm_corrected"`` is registered beside it with a documented smaller L2.
+* ``"mobilevit_transfer"`` -- MobileViT with macro-expression transfer (Liu et al. 2022,
+  Front. Neurorobot.; ``trainer="transfer"``, run by :mod:`mer_keras.training.transfer`):
+  MobileViT-S pre-trained with a softmax head on macro-expression apex frames (SGD momentum
+  0.9, lr 0.01, batch 32, 100 epochs), its MobileNetV2 blocks reloaded into a fresh SVM-head
+  model fine-tuned on micro-expression apex frames with gradual unfreezing (Adam lr 0.007,
+  batch 64, L2, dropout 0.5), batch size / lr / epochs / weight decay chosen per fold by a
+  KerasTuner grid search on training subjects only.
 
 ``recipe.quick()`` gives a short variant (few epochs, same everything else) for tests and
 CI; it is never a paper setting. When a paper value is found to make training collapse,
@@ -34,6 +41,11 @@ Two-stage recipes carry extra fields (``trainer``, ``backbone``, ``head``, ``pre
 ``pretrain_*``, ``val_fraction``, ``flip_classes``, ``plateau_*``). They appear in
 ``to_dict()`` only for ``trainer="two_stage"``, so single-stage recipes keep their
 fields, their run-config hash (resumable run folders) and their override checks.
+Transfer recipes (``trainer="transfer"``) use ``trainer``, ``backbone``, ``head``,
+``pretrain``, ``pretrain_epochs``, ``pretrain_batch_size``, ``pretrain_lr`` and
+``val_fraction`` of those plus their own :data:`TRANSFER_FIELDS`, which appear in
+``to_dict()`` only for ``trainer="transfer"`` (the two-stage and single-stage hashes are
+unchanged).
 """
 
 from __future__ import annotations
@@ -46,7 +58,7 @@ LOSSES = ("cross_entropy", "multi_margin")
 NORMALISATIONS = (None, "per_channel")
 CLASS_BALANCING = (None, "oversample")
 OPTIMIZERS = ("adam", "sgd")
-TRAINERS = ("single", "two_stage")
+TRAINERS = ("single", "two_stage", "transfer")
 HEAD_LOSS = {"svm": "multi_margin", "softmax": "cross_entropy"}
 """Stage-2 head of a two-stage recipe -> its loss (SVM head: Eq. 17 multi-margin; softmax: cross-entropy)."""
 PLATEAU_MONITORS = ("loss", "accuracy")
@@ -54,6 +66,16 @@ TWO_STAGE_FIELDS = ("trainer", "backbone", "head", "pretrain", "pretrain_epochs"
                     "pretrain_lr", "val_fraction", "flip_classes", "plateau_monitor", "plateau_factor",
                     "plateau_patience", "plateau_min_delta", "plateau_min_lr")
 """Fields used only by ``trainer="two_stage"`` (left out of ``to_dict()`` of single-stage recipes)."""
+TRANSFER_FIELDS = ("pretrain_optimizer", "pretrain_optimizer_kwargs", "grid", "unfreeze_fraction", "max_shift",
+                   "jitter_prob", "jitter_max")
+"""Fields used only by ``trainer="transfer"`` (left out of ``to_dict()`` of every other trainer)."""
+TRANSFER_UNUSED = ("flip_classes", "plateau_monitor", "plateau_factor", "plateau_patience", "plateau_min_delta",
+                   "plateau_min_lr")
+"""Two-stage fields a transfer recipe does not use (left out of its ``to_dict()``)."""
+GRID_KEYS = ("batch_size", "lr", "epochs", "weight_decay")
+"""Hyperparameters a transfer recipe's ``grid`` may search (``weight_decay`` = the model's L2 factor)."""
+QUICK_GRID_WEIGHT_DECAY = (1e-3, 1e-2)
+"""Weight decays of the quick variant's grid (two trials: the paper's 0.01 and one step below)."""
 
 
 @dataclass(frozen=True)
@@ -86,7 +108,8 @@ class Recipe:
 
     Two-stage fields (``trainer="two_stage"``, :mod:`mer_keras.training.two_stage`; the
     stage-2 values are ``lr``, ``epochs``, ``batch_size``, ``loss``, ``optimizer``):
-        trainer: ``"single"`` (the engine's one-stage loop) or ``"two_stage"``.
+        trainer: ``"single"`` (the engine's one-stage loop), ``"two_stage"`` or ``"transfer"``
+            (:mod:`mer_keras.training.transfer`).
         backbone: the model that is pre-trained and fine-tuned; always equal to ``model``
             (``replace(backbone=...)`` sets both).
         head: stage-2 classifier, ``"svm"`` (loss ``multi_margin``) or ``"softmax"``
@@ -99,6 +122,21 @@ class Recipe:
         plateau_monitor, plateau_factor, plateau_patience, plateau_min_delta, plateau_min_lr:
             stage-2 learning-rate reduction on plateau of the training loss / accuracy
             (Keras ``ReduceLROnPlateau`` semantics, one counter per monitored quantity).
+
+    Transfer fields (``trainer="transfer"``, :mod:`mer_keras.training.transfer`; stage 1 =
+    macro-expression pre-training with ``pretrain_epochs``, ``pretrain_batch_size``,
+    ``pretrain_lr``; stage 2 = micro-expression fine-tuning with ``optimizer``, ``lr``,
+    ``batch_size``, ``epochs`` and ``model_kwargs["l2"]`` unless the grid picks them;
+    ``val_fraction`` is the share of subjects held out for stage-1 epoch selection (macro
+    subjects) and for the grid's inner split (the fold's training subjects)):
+        pretrain_optimizer, pretrain_optimizer_kwargs: stage-1 optimiser (``"sgd"`` with
+            ``{"momentum": 0.9}`` in the paper).
+        grid: ``None`` (no search) or ``{name: (values, ...)}`` over :data:`GRID_KEYS`;
+            keys left out keep the recipe's value.
+        unfreeze_fraction: share of the stage-2 epochs over which the reloaded blocks are
+            unfrozen, the last block first (0: everything trainable from the start).
+        max_shift: largest pixel shift of the class-balancing copies.
+        jitter_prob, jitter_max: pixel jitter of the training images, redrawn every epoch.
     """
 
     name: str
@@ -135,10 +173,21 @@ class Recipe:
     plateau_patience: int = 10
     plateau_min_delta: float = 1e-4
     plateau_min_lr: float = 0.0
+    pretrain_optimizer: str = "sgd"
+    pretrain_optimizer_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    grid: Mapping[str, tuple] | None = None
+    unfreeze_fraction: float = 0.5
+    max_shift: int = 4
+    jitter_prob: float = 0.3
+    jitter_max: int = 20
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model_kwargs", dict(self.model_kwargs))
         object.__setattr__(self, "optimizer_kwargs", dict(self.optimizer_kwargs))
+        object.__setattr__(self, "pretrain_optimizer_kwargs", dict(self.pretrain_optimizer_kwargs))
+        if self.grid is not None:
+            grid = {str(k): tuple(v) if isinstance(v, (list, tuple)) else (v,) for k, v in dict(self.grid).items()}
+            object.__setattr__(self, "grid", grid)
         size = self.input_size
         if isinstance(size, (int, float)) and not isinstance(size, bool):
             size = (int(size), int(size), 3)  # input_size=64 -> (64, 64, 3)
@@ -181,6 +230,29 @@ class Recipe:
                 (int(self.plateau_patience) >= 0, f"plateau_patience must be >= 0, got {self.plateau_patience}"),
                 (self.input_size[-1] == 3, f"two-stage input_size must have 3 channels (flow image), got {self.input_size}"),
             ]
+        if self.trainer == "transfer":
+            checks += [
+                (self.backbone == self.model, f"backbone ({self.backbone!r}) must equal model ({self.model!r}); "
+                                              "use replace(backbone=...), which sets both"),
+                (self.head in HEAD_LOSS, f"head must be one of {tuple(HEAD_LOSS)}, got {self.head!r}"),
+                (HEAD_LOSS.get(self.head) == self.loss,
+                 f"head {self.head!r} trains with loss {HEAD_LOSS.get(self.head)!r}, got loss {self.loss!r}; "
+                 "use replace(head=...), which sets both"),
+                (self.input == "apex", f"transfer recipes read the grey apex frame (input='apex'), got {self.input!r}"),
+                (self.input_size[-1] == 3, f"input_size is the network input (grey repeated to 3 channels), got {self.input_size}"),
+                (not self.pretrain or int(self.pretrain_epochs) >= 1,
+                 f"pretrain_epochs must be >= 1 when pretrain is on, got {self.pretrain_epochs}"),
+                (int(self.pretrain_batch_size) >= 1, f"pretrain_batch_size must be >= 1, got {self.pretrain_batch_size}"),
+                (self.pretrain_lr > 0, f"pretrain_lr must be > 0, got {self.pretrain_lr}"),
+                (self.pretrain_optimizer in OPTIMIZERS,
+                 f"pretrain_optimizer must be one of {OPTIMIZERS}, got {self.pretrain_optimizer!r}"),
+                (0.0 < self.val_fraction < 1.0, f"val_fraction must be in (0, 1), got {self.val_fraction}"),
+                (0.0 <= self.unfreeze_fraction <= 1.0, f"unfreeze_fraction must be in [0, 1], got {self.unfreeze_fraction}"),
+                (int(self.max_shift) >= 1, f"max_shift must be >= 1, got {self.max_shift}"),
+                (0.0 <= self.jitter_prob <= 1.0, f"jitter_prob must be in [0, 1], got {self.jitter_prob}"),
+                (int(self.jitter_max) >= 0, f"jitter_max must be >= 0, got {self.jitter_max}"),
+                *_grid_checks(self.grid),
+            ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(f"recipe {self.name!r}: {message}")
@@ -190,8 +262,8 @@ class Recipe:
     def replace(self, **changes) -> "Recipe":
         """A copy with some fields changed (validated); unknown field names raise ``TypeError``.
 
-        Two-stage switches keep their paired fields consistent: ``backbone=`` also sets
-        ``model`` and ``head=`` also sets ``loss`` (unless given explicitly).
+        Two-stage and transfer switches keep their paired fields consistent: ``backbone=``
+        also sets ``model`` and ``head=`` also sets ``loss`` (unless given explicitly).
         """
         if "backbone" in changes and "model" not in changes:
             changes["model"] = changes["backbone"]
@@ -201,11 +273,16 @@ class Recipe:
 
     def quick(self, epochs: int = 4) -> "Recipe":
         """A short variant for tests and CI: ``epochs`` epochs (default 4), the step decay
-        scaled to the same fraction of training, everything else unchanged (two-stage
-        recipes also pre-train for ``epochs`` epochs). Not a paper setting."""
+        scaled to the same fraction of training, everything else unchanged (two-stage and
+        transfer recipes also pre-train for ``epochs`` epochs; a transfer recipe's grid
+        becomes two trials: its batch size and lr, ``epochs`` epochs, weight decay
+        :data:`QUICK_GRID_WEIGHT_DECAY`). Not a paper setting."""
         step = None if self.lr_step is None else max(1, round(self.lr_step * epochs / self.epochs))
         note = f"quick variant of {self.name!r}: {epochs} epochs instead of {self.epochs} (tests/CI, not a paper setting)"
-        extra = {"pretrain_epochs": int(epochs)} if self.trainer == "two_stage" else {}
+        extra = {"pretrain_epochs": int(epochs)} if self.trainer in ("two_stage", "transfer") else {}
+        if self.trainer == "transfer" and self.grid is not None:
+            extra["grid"] = {"batch_size": (self.batch_size,), "lr": (self.lr,), "epochs": (int(epochs),),
+                             "weight_decay": QUICK_GRID_WEIGHT_DECAY}
         return self.replace(name=f"{self.name}-quick", epochs=int(epochs), lr_step=step, notes=(*self.notes, note),
                             **extra)
 
@@ -223,10 +300,35 @@ class Recipe:
         if self.trainer == "two_stage":
             out["flip_classes"] = list(self.flip_classes)
             out["plateau_monitor"] = list(self.plateau_monitor)
+        elif self.trainer == "transfer":
+            for key in TRANSFER_UNUSED:
+                del out[key]
+            out["grid"] = None if self.grid is None else {k: list(v) for k, v in self.grid.items()}
         else:
             for key in TWO_STAGE_FIELDS:
                 del out[key]
+        if self.trainer != "transfer":
+            for key in TRANSFER_FIELDS:
+                del out[key]
         return out
+
+
+def _grid_checks(grid) -> list[tuple[bool, str]]:
+    """Validation of a transfer recipe's ``grid`` (see :class:`Recipe`)."""
+    if grid is None:
+        return []
+    checks = [(bool(grid), "grid must be None or name the hyperparameters to search"),
+              (set(grid) <= set(GRID_KEYS), f"grid keys must be among {GRID_KEYS}, got {sorted(grid)}")]
+    for key, values in grid.items():
+        checks.append((len(values) >= 1 and len(set(values)) == len(values),
+                       f"grid[{key!r}] needs distinct values, got {values}"))
+        if key in ("batch_size", "epochs"):
+            checks.append((all(int(v) == v and int(v) >= 1 for v in values), f"grid[{key!r}] must hold integers >= 1"))
+        elif key == "lr":
+            checks.append((all(v > 0 for v in values), "grid['lr'] must hold values > 0"))
+        elif key == "weight_decay":
+            checks.append((all(v >= 0 for v in values), "grid['weight_decay'] must hold values >= 0"))
+    return checks
 
 
 # ----------------------------------------------------------------------------- presets
@@ -388,6 +490,81 @@ _PRESETS["shufflenet_svm_corrected"] = Recipe(
            "initialisation (0.5x-1.0x), the same order as the hinge loss. Everything else as 'shufflenet_svm'.",
            *_L2_FINDING, *_SHUFFLENET_SVM_NOTES),
     **_SHUFFLENET_SVM_TRAINING)
+
+# MobileViT with macro-expression transfer (Liu et al. 2022, Front. Neurorobot.): see mer_keras.training.transfer.
+_MOBILEVIT_TRANSFER_NOTES = (
+    "Paper values: MobileViT-S ('we chose the largest scale model'); grey, aligned, eye-masked apex frames at "
+    "256x256 for both the macro and the micro set ('Pre-processing'; cache preset 'mobilevit_apex'); stage 1 "
+    "(macro-expression transfer) SGD momentum 0.9, lr 0.01, batch 32, 100 epochs, weights kept 'when the accuracy "
+    "was highest'; only the MobileNetV2 blocks are transferred; stage 2 Adam lr 0.007, batch 64; L2 on the conv and "
+    "fully connected kernels, dropout 0.5, SVM classifier (multi-margin hinge, margin 1, p 1); classes balanced by "
+    "small random shifts and horizontal flips; pixel jitter with probability 0.3, maximum 20; gradual unfreezing; "
+    "batch size, initial lr, number of iterations and weight decay (1e-4 .. 0.1) chosen by grid search.",
+    "L2 0.01 per kernel (Keras L2 semantics): the value the weight-decay search settled on ('Optimized MobileViT "
+    "Model'); the 'scale of 0.2' of 'Experimental Setup' lies outside the paper's own search range and is not used. "
+    "Measured at initialisation (MobileViT-S, 256 px, SVM head): the L2 term is 129 at 0.01 and 2585 at 0.2 against "
+    "a hinge loss of about 0.67 (194x and 3876x; 1.3 and 13 at the grid's 1e-4 and 1e-3). ShuffleNetV2 training "
+    "collapsed at 1568x (see 'shufflenet_svm'); whether 0.01 collapses MobileViT training was not measured -- the "
+    "per-fold grid can choose the smaller values.",
+    "Open choices (grid): the paper names the searched hyperparameters and the chosen values, not the candidates; "
+    "the grid here is batch (32, 64) x lr (0.001, 0.007, 0.01) x epochs (50, 100) x weight decay (1e-4, 1e-3, "
+    "1e-2, 1e-1) = 48 trials, run per LOSO fold with KerasTuner's GridSearch on an inner split (20% of the fold's "
+    "training subjects validate; the test subject is never seen), scored by validation UF1 (ties: lower validation "
+    "loss, then grid order); the final model is retrained on all the fold's training subjects with the chosen "
+    "values and evaluated after its last epoch. Without a grid (grid=None): batch 64, lr 0.007, 100 epochs, L2 0.01.",
+    "Open choices (stage 1): trained once per run and shared by all folds (the macro set holds no micro-expression "
+    "subject), cached in the run folder; the kept epoch has the highest accuracy on 20% of the macro subjects "
+    "(ties: lower loss, then the earlier epoch), the other macro subjects train; macro labels mapped onto the three "
+    "micro classes as the paper does (happiness; anger, disgust, sadness; surprise), softmax head; the same L2 and "
+    "dropout as stage 2; the paper's grid search before stage 1 is not repeated (its results are the stated values).",
+    "Open choices (gradual unfreezing; the paper gives no schedule): the reloaded stem and MobileNetV2 blocks start "
+    "frozen while the fresh layers (MobileViT blocks, 1x1 conv, classifier) train, and are unfrozen one block at a "
+    "time from the last to the first (layer5, layer4, layer3, layer2, layer1 + stem) at evenly spaced epochs over "
+    "the first half of stage 2 (unfreeze_fraction 0.5: epochs 10, 20, 30, 40, 50 of 100); the second half trains "
+    "every layer. Frozen: no update of the weights or of the BatchNorm moving statistics, batch statistics in "
+    "training steps (the trainable=False semantics of Keras 2.2.4, which the paper used). Without pre-training "
+    "nothing is frozen.",
+    "Open choices (augmentation and input): balancing copies up to the largest class, flips first, then integer "
+    "shifts of up to 4 px (edge padding), drawn once per training set; pixel jitter redrawn every epoch on every "
+    "training image; both stages; test images are never augmented. uint8 pixels scaled to [0, 1] inside the model "
+    "and the grey channel repeated three times (Table 1 input 256 x 256 x 3). Adam and SGD with Keras defaults "
+    "otherwise (epsilon 1e-7 as in Keras 2.2.4, no Nesterov), constant learning rates.",
+    "Ablation switches (Table 2): pretrain=False (no transfer), head='softmax' (softmax + cross-entropy instead of "
+    "the SVM), backbone='mobilenet_v2' | 'resnet18' | 'deit_tiny' (backbones without MobileNetV2 blocks transfer "
+    "every weighted layer before the pooled features, unfrozen in five contiguous groups), grid=None (no search); "
+    "input_size=64 with a cache prepared at 64 px for CPU runs (not a paper setting).",
+)
+
+_PRESETS["mobilevit_transfer"] = Recipe(
+    name="mobilevit_transfer",
+    paper="mobilevit_macro_transfer_2022",
+    model="mobilevit_s",
+    backbone="mobilevit_s",
+    model_kwargs=dict(l2=0.01, dropout=0.5),
+    trainer="transfer",
+    input="apex",
+    input_size=(256, 256, 3),
+    optimizer="adam",
+    lr=0.007,
+    lr_step=None,
+    epochs=100,
+    batch_size=64,
+    head="svm",
+    loss="multi_margin",
+    pretrain=True,
+    pretrain_epochs=100,
+    pretrain_batch_size=32,
+    pretrain_lr=0.01,
+    pretrain_optimizer="sgd",
+    pretrain_optimizer_kwargs=dict(momentum=0.9),
+    val_fraction=0.2,
+    grid=dict(batch_size=(32, 64), lr=(0.001, 0.007, 0.01), epochs=(50, 100), weight_decay=(1e-4, 1e-3, 1e-2, 1e-1)),
+    unfreeze_fraction=0.5,
+    max_shift=4,
+    jitter_prob=0.3,
+    jitter_max=20,
+    notes=_MOBILEVIT_TRANSFER_NOTES,
+)
 
 
 def available_recipes() -> list[str]:
