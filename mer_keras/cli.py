@@ -177,7 +177,15 @@ def _si(n: float) -> str:
 def cmd_demo(args) -> int:
     from mer_keras.demo import run_demo
 
-    run_demo(args.out, subjects_per_dataset=args.subjects, workers=args.workers, seed=args.seed, epochs=args.epochs)
+    counts = (args.subjects, args.clips, args.epochs, args.shufflenet_size, args.shufflenet_epochs,
+              args.shufflenet_pretrain_epochs)
+    if min(counts) < 1 or args.shufflenet_folds < 0 or args.shufflenet_width <= 0:
+        raise CLIError("--subjects, --clips, --epochs and the --shufflenet-* counts take values >= 1 "
+                       "(--shufflenet-folds >= 0, --shufflenet-width > 0)")
+    run_demo(args.out, subjects_per_dataset=args.subjects, clips_per_subject=args.clips, workers=args.workers,
+             seed=args.seed, epochs=args.epochs, shufflenet_size=args.shufflenet_size,
+             shufflenet_width=args.shufflenet_width, shufflenet_pretrain_epochs=args.shufflenet_pretrain_epochs,
+             shufflenet_epochs=args.shufflenet_epochs, shufflenet_folds=args.shufflenet_folds or None)
     return 0
 
 
@@ -286,12 +294,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="fold: prepare processes (default: all cores)")
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("demo", help="synthetic MEGC-style composite -> readers -> prepare -> LOSO (Off-TANet), with reports")
+    p = sub.add_parser("demo", help="synthetic MEGC-style composite -> readers -> prepare -> LOSO (Off-TANet and "
+                       "ShuffleNetV2-SVM), with reports")
     p.add_argument("--out", default="demo_out")
     p.add_argument("--subjects", type=int, default=4, help="subjects per dataset")
+    p.add_argument("--clips", type=int, default=6, help="clips per subject")
     p.add_argument("--workers", type=int)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--epochs", type=int, default=40, help="training epochs per LOSO fold (paper: 201)")
+    p.add_argument("--epochs", type=int, default=40, help="Off-TANet training epochs per LOSO fold (paper: 201)")
+    p.add_argument("--shufflenet-size", type=int, default=64, help="ShuffleNetV2-SVM input size (paper: 224)")
+    p.add_argument("--shufflenet-width", type=float, default=0.5, help="ShuffleNetV2 width multiplier (paper: 1.0)")
+    p.add_argument("--shufflenet-pretrain-epochs", type=int, default=5, help="ShuffleNetV2-SVM flow pre-training epochs")
+    p.add_argument("--shufflenet-epochs", type=int, default=5, help="ShuffleNetV2-SVM training epochs on the frames")
+    p.add_argument("--shufflenet-folds", type=int, default=3,
+                   help="left-out subjects of the ShuffleNetV2-SVM run, round-robin over datasets (0: all)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("models", help="every registered builder with trainable params, MACs/FLOPs and input size")

@@ -69,3 +69,104 @@ def test_models_table_lists_params_and_macs():
     lines = proc.stdout.splitlines()
     assert lines[0].split() == ["name", "input_size", "trainable_params", "macs", "flops"]
     assert "59,403" in proc.stdout and "1,683" in proc.stdout and "112x112x3" in proc.stdout
+
+
+# ----------------------------------------------------------------------------- bench fold
+
+
+def test_bench_fold_passes_its_options(monkeypatch):
+    import mer_keras.training.bench_fold as bench_fold
+
+    calls = {}
+    monkeypatch.setattr(bench_fold, "run_fold_bench", lambda workdir, **kwargs: calls.update(workdir=workdir, **kwargs))
+    assert main(["bench", "fold", "--clips", "20", "--frames", "4", "--size", "48", "--epochs", "1",
+                 "--width", "0.5", "--workdir", "w", "--workers", "1"]) == 0
+    assert calls == dict(workdir="w", size=48, frames_per_clip=4, clips=20, epochs=1, pretrain_epochs=None,
+                         recipe="shufflenet_svm_corrected", width=0.5, workers=1)
+    calls.clear()
+    assert main(["bench", "fold"]) == 0
+    assert calls["size"] == 224 and calls["frames_per_clip"] == 30 and calls["clips"] is None and calls["epochs"] == 2
+
+
+@pytest.mark.parametrize("args", [["--epochs", "0"], ["--pretrain-epochs", "0"], ["--clips", "0"]])
+def test_bench_fold_rejects_bad_counts(args, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "fold", *args])
+    assert exc.value.code == 2 and "mer-keras: error:" in capsys.readouterr().err
+
+
+def test_fold_bench_table_lists_rates_reference_and_rss_ratio():
+    from mer_keras.training.bench_fold import REFERENCE_LINE, format_fold_bench
+
+    gb = 1024**3
+    results = {
+        "data": {"n_clips": 442, "n_subjects": 68, "size": 224, "frames_per_clip": 30, "n_frames": 13260,
+                 "frame_bytes": 665 * 1024**2, "frame_dtype": "uint8", "reused": True, "seconds": 1.0},
+        "fold": {"recipe": "shufflenet_svm_corrected-bench", "width": 1.0, "cpu_count": 2, "subject": "samm/020",
+                 "n_test": 1, "epochs": 2, "pretrain_epochs": 2, "child_wall_s": 600.0, "n_train_frames": 13000,
+                 "n_flipped_frames": 6500, "load_s": 30.0},
+        "stage1": {"epochs": 2, "samples_per_epoch": 200, "first_epoch_s": 30.0, "s_per_epoch": 8.0,
+                   "samples_per_s": 25.0, "includes_tracing": False},
+        "stage2": {"epochs": 1, "samples_per_epoch": 19500, "first_epoch_s": 700.0, "s_per_epoch": 700.0,
+                   "samples_per_s": 27.9, "includes_tracing": True},
+        "rss": {"start": 0.3 * gb, "after_load": 1.0 * gb, "after_stage1": 2.0 * gb, "peak": 3.0 * gb,
+                "ratio_to_target": 0.75},
+    }
+    text = format_fold_bench(results)
+    assert REFERENCE_LINE in text and "262 samples/s" in text
+    assert "25.0" in text and "27.9 (incl. tracing)" in text and "19,500" in text
+    assert "peak / 4 GB target: 0.75 (within the target)" in text and "end 3.00 GB" in text
+    died = {"data": results["data"], "fold": results["fold"], "error": "the fold's child process failed: exit code -9"}
+    assert "ERROR: the fold's child process failed" in format_fold_bench(died)
+
+
+@pytest.mark.slow
+def test_fold_bench_runs_one_tiny_fold_in_a_child_process(tmp_path):
+    from mer_keras.training.bench_fold import prepare_megc_sized_cache, run_fold_bench
+
+    r = run_fold_bench(tmp_path, size=48, frames_per_clip=3, clips=15, epochs=2, pretrain_epochs=1, width=0.5,
+                       workers=1, progress=False, print_fn=None)
+    assert "error" not in r, r.get("error")
+    assert r["data"]["n_subjects"] >= 3 and r["data"]["n_clips"] >= 15 and r["data"]["frame_dtype"] == "uint8"
+    assert r["fold"]["hooked"] == ["load_two_stage_data", "_run_epoch"]
+    assert r["stage1"]["epochs"] == 1 and r["stage1"]["includes_tracing"]
+    assert r["stage2"]["epochs"] == 2 and not r["stage2"]["includes_tracing"]
+    assert r["stage2"]["samples_per_epoch"] == r["fold"]["n_train_frames"] + r["fold"]["n_flipped_frames"]
+    assert r["stage1"]["samples_per_s"] > 0 and r["stage2"]["samples_per_s"] > 0
+    assert 0 < r["rss"]["start"] <= r["rss"]["after_load"] <= r["rss"]["after_stage1"] <= r["rss"]["peak"]
+    assert r["rss"]["ratio_to_target"] == pytest.approx(r["rss"]["peak"] / 4 / 1024**3)
+    again = prepare_megc_sized_cache(tmp_path, size=48, frames_per_clip=3, clips=15, workers=1, progress=False)
+    assert again["reused"] and again["n_clips"] == r["data"]["n_clips"] and not r["data"]["reused"]
+
+
+# ----------------------------------------------------------------------------- demo
+
+
+@pytest.mark.slow
+def test_demo_wiring_runs_both_recipes_and_prints_both_reports(tmp_path, capsys):
+    """Tiny sizes, one epoch per stage, one ShuffleNetV2-SVM fold: the wiring, not the numbers."""
+    from mer_keras.demo import SHUFFLENET_RECIPE, run_demo
+
+    reports = run_demo(tmp_path, subjects_per_dataset=1, clips_per_subject=3, workers=1, epochs=1,
+                       shufflenet_size=48, shufflenet_pretrain_epochs=1, shufflenet_epochs=1, shufflenet_folds=1,
+                       frame_size=(320, 240), n_frames=5, progress=False)
+    text = capsys.readouterr().out
+    assert set(reports) == {"off_tanet", SHUFFLENET_RECIPE}
+    ot, sn = reports["off_tanet"], reports[SHUFFLENET_RECIPE]
+    assert ot.metrics["n_folds"] == 3 and sn.metrics["n_folds"] == 1
+    assert sn.config["recipe"]["model_kwargs"]["width_multiplier"] == 0.5
+    assert sn.config["recipe"]["input_size"] == [48, 48, 3] and sn.config["recipe"]["model_kwargs"]["l2"] < 0.2
+    for run in ("loso_off_tanet", "loso_shufflenet_svm"):
+        assert (tmp_path / run / "report.json").is_file()
+        assert str(tmp_path / run / "confusion_matrix.png") in text
+        assert (tmp_path / run / "confusion_matrix.png").stat().st_size > 0
+    for fragment in ("Off-TANet: pooled UF1", "ShuffleNetV2-SVM: pooled UF1", "linear LOSO probe", "L2 5e-4",
+                     "| run | UF1 | UAR | Acc |", "| off_tanet |", f"| {SHUFFLENET_RECIPE} |", "same 1 left-out subjects"):
+        assert fragment in text, fragment
+
+
+@pytest.mark.parametrize("args", [["--epochs", "0"], ["--shufflenet-epochs", "0"], ["--shufflenet-folds", "-1"]])
+def test_demo_rejects_bad_counts(args, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", *args])
+    assert exc.value.code == 2 and "mer-keras: error:" in capsys.readouterr().err

@@ -12,11 +12,15 @@
   recipes with ``trainer="two_stage"``;
 * :mod:`.transfer` -- the MobileViT macro-to-micro transfer recipe (stage 1 on macro-expressions
   once per run, per-fold KerasTuner grid search on training subjects, gradual unfreezing;
-  :func:`train_fold_transfer`), run by :func:`run_loso` for recipes with ``trainer="transfer"``.
+  :func:`train_fold_transfer`), run by :func:`run_loso` for recipes with ``trainer="transfer"``;
+* :mod:`.executors` / :mod:`.runtime` -- where folds train (in-process or as Ray tasks;
+  :func:`execute_folds`) and under which device, precision and determinism settings;
+* :mod:`.bench` -- the training-throughput benchmark (``mer-keras bench train``).
 """
 
 from .datasets import INPUT_KINDS, FolderLayoutError, LOSODataset, clip_scores, megc_source
 from .folds import Fold, LeakageError, assert_subject_disjoint, balanced_indices, fold_name, inner_split, loso_folds
+from .executors import EXECUTORS, execute_folds
 from .loso import run_loso, seed_for
 from .recipes import Recipe, available_recipes, get_recipe
 from .two_stage import load_two_stage_data, pretrain_fold, train_fold_two_stage
@@ -32,6 +36,7 @@ from .store import (
 )
 
 __all__ = [
+    "EXECUTORS",
     "INPUT_KINDS",
     "PREDICTION_COLUMNS",
     "ConfigMismatchError",
@@ -47,6 +52,7 @@ __all__ = [
     "balanced_indices",
     "clip_scores",
     "config_hash",
+    "execute_folds",
     "fold_name",
     "get_recipe",
     "inner_split",
