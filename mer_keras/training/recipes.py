@@ -211,7 +211,7 @@ class Recipe:
             (len(self.input_size) == 3, f"input_size must be (H, W, C), got {self.input_size}"),
             (self.trainer in TRAINERS, f"trainer must be one of {TRAINERS}, got {self.trainer!r}"),
         ]
-        if self.trainer == "two_stage":
+        if self.trainer in ("two_stage", "transfer"):  # backbone + head switches of both multi-stage trainers
             checks += [
                 (self.backbone == self.model, f"backbone ({self.backbone!r}) must equal model ({self.model!r}); "
                                               "use replace(backbone=...), which sets both"),
@@ -219,6 +219,9 @@ class Recipe:
                 (HEAD_LOSS.get(self.head) == self.loss,
                  f"head {self.head!r} trains with loss {HEAD_LOSS.get(self.head)!r}, got loss {self.loss!r}; "
                  "use replace(head=...), which sets both"),
+            ]
+        if self.trainer == "two_stage":
+            checks += [
                 (not self.pretrain or int(self.pretrain_epochs) >= 1,
                  f"pretrain_epochs must be >= 1 when pretrain is on, got {self.pretrain_epochs}"),
                 (int(self.pretrain_batch_size) >= 1, f"pretrain_batch_size must be >= 1, got {self.pretrain_batch_size}"),
@@ -232,12 +235,6 @@ class Recipe:
             ]
         if self.trainer == "transfer":
             checks += [
-                (self.backbone == self.model, f"backbone ({self.backbone!r}) must equal model ({self.model!r}); "
-                                              "use replace(backbone=...), which sets both"),
-                (self.head in HEAD_LOSS, f"head must be one of {tuple(HEAD_LOSS)}, got {self.head!r}"),
-                (HEAD_LOSS.get(self.head) == self.loss,
-                 f"head {self.head!r} trains with loss {HEAD_LOSS.get(self.head)!r}, got loss {self.loss!r}; "
-                 "use replace(head=...), which sets both"),
                 (self.input == "apex", f"transfer recipes read the grey apex frame (input='apex'), got {self.input!r}"),
                 (self.input_size[-1] == 3, f"input_size is the network input (grey repeated to 3 channels), got {self.input_size}"),
                 (not self.pretrain or int(self.pretrain_epochs) >= 1,

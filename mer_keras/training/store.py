@@ -130,6 +130,24 @@ def atomic_write_text(path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def atomic_save_weights(model, target) -> str:
+    """``model.save_weights`` into ``target`` atomically (temporary file + rename); returns its sha256.
+
+    ``model`` is anything with Keras' ``save_weights(path)``.
+    """
+    target = Path(target)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".weights.h5")
+    os.close(fd)
+    try:
+        Path(tmp).unlink()  # Keras writes the file itself
+        model.save_weights(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return _sha256_file(target)
+
+
 def _sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -296,17 +314,7 @@ class FoldStore:
         atomic_write_text(folder / "history.json", json.dumps(history or {}, indent=1, sort_keys=True, default=_jsonable))
         files["history.json"] = _sha256_file(folder / "history.json")
         if model is not None:
-            target = folder / "weights.weights.h5"
-            fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".weights.h5")
-            os.close(fd)
-            try:
-                Path(tmp).unlink()  # Keras writes the file itself
-                model.save_weights(tmp)
-                os.replace(tmp, target)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
-            files["weights.weights.h5"] = _sha256_file(target)
+            files["weights.weights.h5"] = atomic_save_weights(model, folder / "weights.weights.h5")
         record = {"fold": _name(fold), "config_hash": self.config_hash, "n_test": int(len(table)),
                   "subjects": sorted(set(table["subject"])), "files": files,
                   "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "extra": extra or {}}

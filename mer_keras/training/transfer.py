@@ -113,7 +113,6 @@ runs (hundreds of steps) are always compiled.
 from __future__ import annotations
 
 import math
-import os
 import re
 import tempfile
 import time
@@ -126,7 +125,7 @@ from .datasets import LOSODataset
 from .folds import Fold, assert_subject_disjoint, inner_split
 from .loso import ENGINE_VERSION, _loss, _optimizer, _test_curve_point, dataset_fingerprint, seed_for
 from .recipes import GRID_KEYS, Recipe
-from .store import atomic_write_text, canonical_json, config_hash
+from .store import atomic_save_weights, atomic_write_text, canonical_json, config_hash
 
 __all__ = [
     "COMPILE_MIN_STEPS", "TRANSFER_VERSION", "UNFREEZE_GROUPS", "Stage1Cache", "balanced_training_set",
@@ -588,19 +587,9 @@ class Stage1Cache:
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
             (folder / "stage1.json").unlink(missing_ok=True)
-            target = folder / "weights.weights.h5"
-            fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".weights.h5")
-            os.close(fd)
-            try:
-                Path(tmp).unlink()  # Keras writes the file itself
-                model.save_weights(tmp)
-                os.replace(tmp, target)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            weights_sha256 = atomic_save_weights(model, folder / "weights.weights.h5")
             atomic_write_text(folder / "stage1.json", canonical_json(
-                {"key": key, "config": config, "info": info, "history": history,
-                 "weights_sha256": _sha256_file(target)}))
+                {"key": key, "config": config, "info": info, "history": history, "weights_sha256": weights_sha256}))
         self._memory[key] = (model, record)
         return model, {**record, "source": "trained"}
 
