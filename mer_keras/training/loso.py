@@ -218,6 +218,40 @@ def _loss(recipe: Recipe, n_classes: int):
     return keras.losses.SparseCategoricalCrossentropy()
 
 
+def epoch_steps(model, optimizer, loss_fn, x, y, perm, batch_size: int, *, mixed: bool = False,
+                transform_gradients=None):
+    """One epoch of mini-batch steps (traced inside a ``tf.function``); returns ``(mean loss, accuracy)``.
+
+    Batches follow ``perm`` (last partial batch kept, as PyTorch's ``drop_last=False``);
+    the loss includes the model's regularisation losses, is scaled for a
+    ``LossScaleOptimizer`` when ``mixed``, and ``transform_gradients(grads)`` (e.g. a
+    freeze mask) is applied before the optimiser step.
+    """
+    import tensorflow as tf
+
+    variables = model.trainable_variables
+    n = tf.shape(perm)[0]
+    bs = int(batch_size)
+    steps = (n + bs - 1) // bs
+    total, correct = tf.constant(0.0), tf.constant(0)
+    for s in tf.range(steps):
+        idx = perm[s * bs: tf.minimum((s + 1) * bs, n)]
+        xb, yb = tf.gather(x, idx), tf.gather(y, idx)
+        with tf.GradientTape() as tape:
+            out = tf.cast(model(xb, training=True), tf.float32)
+            loss = loss_fn(yb, out)
+            if model.losses:
+                loss = loss + tf.add_n([tf.cast(term, tf.float32) for term in model.losses])
+            scaled = optimizer.scale_loss(loss) if mixed else loss
+        grads = tape.gradient(scaled, variables)
+        if transform_gradients is not None:
+            grads = transform_gradients(grads)
+        optimizer.apply(grads, variables)
+        total += loss * tf.cast(tf.shape(idx)[0], tf.float32)
+        correct += tf.reduce_sum(tf.cast(tf.equal(tf.cast(tf.argmax(out, -1), tf.int32), yb), tf.int32))
+    return total / tf.cast(n, tf.float32), tf.cast(correct, tf.float32) / tf.cast(n, tf.float32)
+
+
 class _Trainer:
     """Compiled per-epoch training and inference of one fold's model (in-memory tensors)."""
 
@@ -235,26 +269,8 @@ class _Trainer:
         self._infer = tf.function(lambda x: tf.cast(self.model(x, training=False), tf.float32), reduce_retracing=True)
 
     def _epoch_fn(self, perm):
-        import tensorflow as tf
-
-        n = tf.shape(perm)[0]
-        bs = self.recipe.batch_size
-        steps = (n + bs - 1) // bs
-        total, correct = tf.constant(0.0), tf.constant(0)
-        for s in tf.range(steps):
-            idx = perm[s * bs: tf.minimum((s + 1) * bs, n)]
-            xb, yb = tf.gather(self.x, idx), tf.gather(self.y, idx)
-            with tf.GradientTape() as tape:
-                out = tf.cast(self.model(xb, training=True), tf.float32)
-                loss = self.loss_fn(yb, out)
-                if self.model.losses:
-                    loss = loss + tf.add_n([tf.cast(l, tf.float32) for l in self.model.losses])
-                scaled = self.optimizer.scale_loss(loss) if self.mixed else loss
-            grads = tape.gradient(scaled, self.model.trainable_variables)
-            self.optimizer.apply(grads, self.model.trainable_variables)
-            total += loss * tf.cast(tf.shape(idx)[0], tf.float32)
-            correct += tf.reduce_sum(tf.cast(tf.equal(tf.cast(tf.argmax(out, -1), tf.int32), yb), tf.int32))
-        return total / tf.cast(n, tf.float32), tf.cast(correct, tf.float32) / tf.cast(n, tf.float32)
+        return epoch_steps(self.model, self.optimizer, self.loss_fn, self.x, self.y, perm, self.recipe.batch_size,
+                           mixed=self.mixed)
 
     def train_epoch(self, epoch: int, perm: np.ndarray) -> tuple[float, float, float]:
         lr = self.recipe.lr_at(epoch)
@@ -477,6 +493,6 @@ def load_run_config(out_dir) -> dict:
     return json.loads((Path(out_dir) / "run.json").read_text())["config"]
 
 
-__all__ = ["DEVICES", "ENGINE_VERSION", "as_dataset", "check_input_shape", "dataset_fingerprint", "device_scope",
+__all__ = ["DEVICES", "ENGINE_VERSION", "as_dataset", "epoch_steps", "check_input_shape", "dataset_fingerprint", "device_scope",
            "fit_normalisation", "apply_normalisation", "oversample", "build_model", "train_fold", "run_loso", "seed_for",
            "load_run_config", "op_determinism", "precision_policy"]

@@ -123,7 +123,7 @@ import numpy as np
 
 from .datasets import LOSODataset
 from .folds import Fold, assert_subject_disjoint, inner_split
-from .loso import ENGINE_VERSION, _loss, _optimizer, _test_curve_point, dataset_fingerprint, seed_for
+from .loso import ENGINE_VERSION, _loss, _optimizer, _test_curve_point, dataset_fingerprint, epoch_steps, seed_for
 from .recipes import GRID_KEYS, Recipe
 from .store import atomic_save_weights, atomic_write_text, canonical_json, config_hash
 
@@ -382,28 +382,14 @@ class _Loop:
                 for var, value in zip(self.layers[name].non_trainable_weights, self.saved[name]):
                     var.assign(value)
 
-    def _epoch_fn(self, x, y, perm):
+    def _masked(self, grads):
         import tensorflow as tf
 
-        n = tf.shape(perm)[0]
-        bs = int(self.stage.batch_size)
-        steps = (n + bs - 1) // bs
-        total, correct = tf.constant(0.0), tf.constant(0)
-        for s in tf.range(steps):
-            idx = perm[s * bs: tf.minimum((s + 1) * bs, n)]
-            xb, yb = tf.gather(x, idx), tf.gather(y, idx)
-            with tf.GradientTape() as tape:
-                out = tf.cast(self.model(xb, training=True), tf.float32)
-                loss = self.loss_fn(yb, out)
-                if self.model.losses:
-                    loss = loss + tf.add_n([tf.cast(t, tf.float32) for t in self.model.losses])
-                scaled = self.optimizer.scale_loss(loss) if self.mixed else loss
-            grads = tape.gradient(scaled, self.variables)
-            grads = [None if g is None else g * tf.cast(self.mask[k], g.dtype) for g, k in zip(grads, self.group_of)]
-            self.optimizer.apply(grads, self.variables)
-            total += loss * tf.cast(tf.shape(idx)[0], tf.float32)
-            correct += tf.reduce_sum(tf.cast(tf.equal(tf.cast(tf.argmax(out, -1), tf.int32), yb), tf.int32))
-        return total / tf.cast(n, tf.float32), tf.cast(correct, tf.float32) / tf.cast(n, tf.float32)
+        return [None if g is None else g * tf.cast(self.mask[k], g.dtype) for g, k in zip(grads, self.group_of)]
+
+    def _epoch_fn(self, x, y, perm):
+        return epoch_steps(self.model, self.optimizer, self.loss_fn, x, y, perm, self.stage.batch_size,
+                           mixed=self.mixed, transform_gradients=self._masked)
 
     def epoch(self, x: np.ndarray, y: np.ndarray, perm: np.ndarray) -> tuple[float, float]:
         import tensorflow as tf
