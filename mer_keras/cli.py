@@ -137,6 +137,12 @@ def cmd_bench(args) -> int:
         if args.folds < 1 or (args.epochs is not None and args.epochs < 2):
             raise CLIError("--folds takes a count >= 1 and --epochs a count >= 2")
         run_training_bench(tuple(args.recipes), epochs=args.epochs, folds=args.folds, executors=tuple(args.executors))
+    elif args.what == "e2e":
+        from mer_keras.inference.latency import run_e2e_bench
+
+        if args.repeats < 1:
+            raise CLIError("--repeats takes a count >= 1")
+        run_e2e_bench(repeats=args.repeats)
     elif args.what == "fold":
         from mer_keras.training.bench_fold import run_fold_bench
 
@@ -240,6 +246,102 @@ def cmd_loso(args) -> int:
     return 0
 
 
+def cmd_fit_final(args) -> int:
+    from mer_keras.inference.fit import fit_final
+    from mer_keras.training import available_recipes, get_recipe
+
+    try:
+        recipe = get_recipe(args.recipe)
+    except KeyError:
+        raise CLIError(f"unknown recipe {args.recipe!r}; available: {', '.join(available_recipes())}") from None
+    if args.quick:
+        recipe = recipe.quick()
+    if args.epochs is not None and args.epochs < 1:
+        raise CLIError("--epochs takes a count >= 1")
+    if not Path(args.data).exists():
+        raise CLIError(f"--data {args.data} does not exist")
+    if Path(args.out).exists() and not args.overwrite:
+        raise CLIError(f"--out {args.out} exists; pass --overwrite to replace the bundle")
+    if args.macro is not None and not Path(args.macro).exists():
+        raise CLIError(f"--macro {args.macro} does not exist")
+    result = fit_final(args.data, recipe, args.out, epochs=args.epochs, seed=args.seed, device=args.device,
+                       macro=args.macro, progress=not args.no_progress, overwrite=args.overwrite)
+    print(result.summary())
+    print(f"next: mer-keras predict CLIP --pipeline {args.out}")
+    return 0
+
+
+def _clip_arguments(args) -> list:
+    """The clips of `predict`: paths, or (onset, apex) image pairs with --pairs."""
+    if not args.pairs:
+        return list(args.clips)
+    if len(args.clips) % 2:
+        raise CLIError(f"--pairs takes an even number of images (onset apex onset apex ...), got {len(args.clips)}")
+    return [[args.clips[i], args.clips[i + 1]] for i in range(0, len(args.clips), 2)]
+
+
+def cmd_predict(args) -> int:
+    import csv
+    import json
+
+    from mer_keras.inference.clips import describe
+    from mer_keras.inference.predict import load_pipeline
+
+    if not Path(args.pipeline).exists():
+        raise CLIError(f"--pipeline {args.pipeline} does not exist (write one with `mer-keras fit-final`)")
+    for name, value in (("--onset", args.onset), ("--apex", args.apex)):
+        if value is not None and value < 0:
+            raise CLIError(f"{name} takes a frame index >= 0")
+    clips = _clip_arguments(args)
+    pipeline = load_pipeline(args.pipeline, options="realtime" if args.realtime else "exact")
+    result = pipeline.predict_many(clips, args.onset, args.apex, progress=not args.no_progress and not args.json)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        for prediction in result.predictions:
+            print(prediction.summary())
+    if args.csv:
+        names = list(pipeline.class_names)
+        columns = ["source", "status", "label", *[f"score_{c}" for c in names], "score_kind", "onset", "apex",
+                   "apex_spotted", "n_frames", "total_ms", "error"]
+        rows = {p.source: p for p in result.predictions}
+        failed = {f.source: f for f in result.failures}
+        with open(args.csv, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(columns)
+            for clip in clips:
+                key = describe(clip)
+                if key in rows:
+                    p = rows[key]
+                    writer.writerow([p.source, "ok", p.label, *[f"{p.scores[c]:.6f}" for c in names], p.score_kind,
+                                     p.onset, p.apex, p.apex_spotted, p.n_frames, f"{p.timings_ms['total']:.1f}", ""])
+                else:
+                    writer.writerow([key, "failed", "", *[""] * len(names), "", "", "", "", "", "", failed[key].error])
+    if result.failures:
+        print(f"mer-keras: {len(result.failures)} of {len(clips)} clip(s) failed:", file=sys.stderr)
+        for failure in result.failures:
+            print(f"  {failure.error}", file=sys.stderr)  # each message names its clip
+        return 1
+    return 0
+
+
+def cmd_export(args) -> int:
+    from mer_keras.inference.export import export_tflite
+
+    if not Path(args.pipeline).exists():
+        raise CLIError(f"--pipeline {args.pipeline} does not exist")
+    if args.check < 0:
+        raise CLIError("--check takes a count >= 0")
+    report = export_tflite(args.pipeline, args.out, check=args.check)
+    print(f"wrote {report['path']} ({report['bytes']:,} bytes) and {report['sidecar']}")
+    if "check" in report:
+        c = report["check"]
+        print(f"TFLite vs Keras on {c['n']} random inputs ({c['runtime']} interpreter): max |diff| {c['max_abs_diff']:.3g}, "
+              f"mean {c['mean_abs_diff']:.3g}, max relative {c['max_rel_diff']:.3g}, same top class "
+              f"{100 * c['argmax_agreement']:.0f} %")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from mer_keras.data import COMPOSITES
 
@@ -273,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("bench", help="benchmarks that print measured numbers")
-    p.add_argument("what", choices=["preprocess", "latency", "train", "fold"], help="preprocess: detection, landmarks, TV-L1 and prepare throughput; latency: batch-1 inference of the papers' Table 4 models; train: projected full-LOSO wall time of the flow recipes at the real protocol sizes; fold: samples/s and peak RSS of one ShuffleNetV2-SVM fold at 224 px on a MEGC-sized synthetic cache")
+    p.add_argument("what", choices=["preprocess", "latency", "train", "fold", "e2e"], help="preprocess: detection, landmarks, TV-L1 and prepare throughput; latency: batch-1 inference of the papers' Table 4 models; train: projected full-LOSO wall time of the flow recipes at the real protocol sizes; fold: samples/s and peak RSS of one ShuffleNetV2-SVM fold at 224 px on a MEGC-sized synthetic cache; e2e: two raw 640x480 frames -> label, per stage (Off-TANet and ShuffleNetV2 pipelines, exact and realtime pre-processing) and TV-L1 accuracy")
     p.add_argument("--repeats", type=int, default=5, help="timed repetitions per row (median reported)")
     p.add_argument("--threads", type=int, default=1, help="OpenCV threads for the per-frame rows (prepare workers use 1)")
     p.add_argument("--processes", type=int, nargs="+", default=[1, 2], help="process counts for the prepare throughput rows")
@@ -335,6 +437,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="discard results of a different config in --out")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_loso)
+
+    p = sub.add_parser("fit-final", help="train a recipe on every subject of a prepared cache and save a pipeline bundle")
+    p.add_argument("--data", required=True, help="a prepared cache (`prepare --out`); its pre-processing goes into the bundle")
+    p.add_argument("--recipe", default="off_tanet", help="a network recipe (off_tanet, ststnet, arfnet, "
+                   "shufflenet_svm_corrected, mobilevit_transfer, ...)")
+    p.add_argument("--out", required=True, help="the bundle folder to write (model.keras + pipeline.json)")
+    p.add_argument("--epochs", type=int, help="override the recipe's epochs")
+    p.add_argument("--quick", action="store_true", help="the recipe's short variant (tests/CI, not a paper setting)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"])
+    p.add_argument("--macro", help="transfer recipes: the prepared macro-expression cache")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_fit_final)
+
+    p = sub.add_parser("predict", help="recognise clips (videos, folders of frames, or onset/apex image pairs) "
+                       "with a saved pipeline")
+    p.add_argument("clips", nargs="+", metavar="CLIP", help="a video file, a folder of frames, or (with --pairs) "
+                   "onset and apex images")
+    p.add_argument("--pipeline", required=True, help="a bundle written by `mer-keras fit-final`")
+    p.add_argument("--pairs", action="store_true", help="read the CLIP arguments as (onset image, apex image) pairs")
+    p.add_argument("--onset", type=int, help="onset frame index (0-based) for every clip (default: the first frame)")
+    p.add_argument("--apex", type=int, help="apex frame index (0-based) for every clip (default: spotted)")
+    p.add_argument("--realtime", action="store_true", help="half-resolution face detection and a cheaper TV-L1 "
+                   "(see `mer-keras bench e2e`) instead of the bundle's exact pre-processing")
+    p.add_argument("--json", action="store_true", help="print one JSON document (predictions and failures)")
+    p.add_argument("--csv", help="also write one row per clip to this CSV file")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="export a bundle's network to TensorFlow Lite, checked against Keras")
+    p.add_argument("--pipeline", required=True, help="a bundle written by `mer-keras fit-final`")
+    p.add_argument("--out", required=True, help="the .tflite file to write (plus <out>.json with the pre-processing)")
+    p.add_argument("--check", type=int, default=8, help="random inputs compared between TFLite and Keras (0: none)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("datasets", help="list the dataset readers")
     p.set_defaults(func=cmd_datasets)

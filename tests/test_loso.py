@@ -51,8 +51,9 @@ def random_arrays(n_subjects=4, per_subject=3, seed=0):
 
 
 def test_recipes_hold_the_paper_values():
-    assert available_recipes() == ["arfnet", "mobilevit_transfer", "off_tanet", "shufflenet_cbam_svm", "shufflenet_svm",
-                                   "shufflenet_svm_corrected", "shufflenet_vit_svm", "ststnet"]
+    assert available_recipes() == ["arfnet", "bi_woof_svm", "hoof_svm", "lbp_sip_svm", "lbp_top_svm", "mobilevit_transfer",
+                                   "off_tanet", "shufflenet_cbam_svm", "shufflenet_svm", "shufflenet_svm_corrected",
+                                   "shufflenet_vit_svm", "ststnet"]
     st = get_recipe("ststnet")
     assert isinstance(st, Recipe) and st.input == "flow_image" and st.model_kwargs == {"variant": "original"}
     assert (st.input_size, st.optimizer, st.lr, st.batch_size, st.epochs, st.loss, st.lr_step) == (
@@ -70,7 +71,7 @@ def test_recipes_hold_the_paper_values():
     assert st.replace(lr=1e-4).lr == 1e-4 and st.lr == 5e-5
     with pytest.raises(ValueError, match="loss must be"):
         st.replace(loss="mse")
-    with pytest.raises(KeyError, match="available: arfnet, mobilevit_transfer, off_tanet, shufflenet_cbam_svm, .*, ststnet"):
+    with pytest.raises(KeyError, match="available: arfnet, bi_woof_svm, .*, mobilevit_transfer, off_tanet, shufflenet_cbam_svm, .*, ststnet"):
         get_recipe("nope")
     assert json.dumps(st.to_dict())
 

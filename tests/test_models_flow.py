@@ -17,6 +17,7 @@ from mer_keras.models import registry
 from mer_keras.models.arfnet import ARFNet
 from mer_keras.models.flow_baselines import MACNN, DualInception, MicroAttention, OffApexNet
 from mer_keras.models.flow_layers import (
+    BatchNormMaxPool2D,
     ChannelMeanMax,
     ChannelSlice,
     OffTANetMHSA,
@@ -244,6 +245,7 @@ ROUNDTRIP_MODELS = {
     "arfnet_res": lambda: ARFNet(self_attention=False),
     "ststnet": lambda: STSTNet(),
     "ststnet_off_tanet": lambda: STSTNet(variant="off_tanet"),
+    "ststnet_fused": lambda: STSTNet(fuse_bn_pool=True),
     "off_apexnet": lambda: OffApexNet(),
     "dual_inception": lambda: DualInception(),
     # the 50-70M-parameter heads are plain Dense layers; round-trip the convolutional parts
@@ -275,6 +277,7 @@ def _all_layers_model():
     c = keras.layers.Multiply(name="mul")([inp, SpatialSoftmax(name="softmax")(inp)])
     x = keras.layers.Concatenate(name="cat")([a, b, c])
     x = TorchMaxPooling2D(3, 3, 1, name="pool")(x)
+    x = BatchNormMaxPool2D(2, 2, 1, name="bn_pool")(x)
     x = keras.layers.Flatten(name="flat")(x)
     return keras.Model(inp, keras.layers.Dense(3, name="out")(x), name="all_layers")
 
@@ -316,6 +319,7 @@ def test_layers_run_under_jax_backend(tmp_path):
     rng = np.random.default_rng(7)
     model = _all_layers_model()
     weights = [rng.normal(scale=0.5, size=w.shape).astype("float32") for w in model.weights]
+    weights = [np.abs(w) + 0.1 if v.path.endswith("moving_variance") else w for w, v in zip(weights, model.weights)]
     model.set_weights(weights)
     x = rng.normal(size=(2, 14, 14, 3)).astype("float32")
     expected = np.asarray(model(x))
@@ -336,3 +340,62 @@ def test_layers_run_under_jax_backend(tmp_path):
     if reference.exists():
         print(f"JAX backend, official Off-TANet logits max abs diff: {result['off_tanet_max_abs_diff']:.2e}")
         assert result["off_tanet_max_abs_diff"] < 1e-4
+
+
+# --------------------------------------------------------------------------- fused BN + max-pool
+
+
+def _ststnet_pair():
+    """Unfused and fused STSTNet with the same weights; BN gammas of both signs, non-trivial moving stats."""
+    keras.utils.set_random_seed(3)
+    plain, fused = STSTNet(dropout=0.0), STSTNet(dropout=0.0, fuse_bn_pool=True)
+    rng = np.random.default_rng(3)
+    for layer in plain.layers:
+        if layer.weights:
+            weights = layer.get_weights()
+            if layer.name.startswith("bn"):
+                weights = [rng.normal(size=weights[0].shape).astype("float32"), weights[1] + 0.2,
+                           weights[2] + 0.3, weights[3] * 2.0]
+                layer.set_weights(weights)
+            fused.get_layer(layer.name).set_weights(weights)
+    assert any((plain.get_layer(f"bn{i}").gamma.numpy() < 0).any() for i in (1, 2, 3))
+    return plain, fused
+
+
+def test_fused_bn_max_pool_equals_bn_then_max_pool():
+    """BN then max-pool, fused (pool first on the sign-flipped map, normalise the pooled map),
+    gives the same outputs, gradients and moving statistics as the two layers."""
+    import tensorflow as tf
+
+    plain, fused = _ststnet_pair()
+    assert [v.path for v in plain.get_layer("bn1").weights] == [v.path for v in fused.get_layer("bn1").weights]
+    assert fused.get_layer("bn1").output.shape[1:] == plain.get_layer("maxpool1").output.shape[1:] == (10, 10, 3)
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(32, 28, 28, 3)).astype("float32")
+    y = rng.integers(0, 3, 32)
+    np.testing.assert_allclose(fused(x, training=False), plain(x, training=False), atol=1e-5)
+
+    def step(model):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, model(x, training=True)))
+        return tape.gradient(loss, model.trainable_variables)
+
+    for g_plain, g_fused, v in zip(step(plain), step(fused), plain.trainable_variables):
+        scale = float(np.abs(g_plain).max()) + 1e-12
+        assert float(np.abs(g_plain - g_fused).max()) / scale < 1e-4, v.path
+    for i in (1, 2, 3):
+        for a, b in zip(plain.get_layer(f"bn{i}").get_weights(), fused.get_layer(f"bn{i}").get_weights()):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    # a fused model's weights load into the unfused model by layer name
+    moved = STSTNet(dropout=0.0)
+    for layer in fused.layers:
+        if layer.weights:
+            moved.get_layer(layer.name).set_weights(layer.get_weights())
+    np.testing.assert_allclose(moved(x, training=False), fused(x, training=False), atol=1e-5)
+
+
+def test_fused_bn_max_pool_arguments():
+    with pytest.raises(ValueError, match="variant='original'"):
+        STSTNet(variant="off_tanet", fuse_bn_pool=True)
+    with pytest.raises(ValueError, match="channels-last"):
+        BatchNormMaxPool2D(3, 3, 1, axis=1)

@@ -24,6 +24,10 @@ Layers
     the spatial attention of the Micro-Attention re-implementation in the Off-TANet code.
 ``ChannelSlice``
     ``x[..., start:stop]``, used to split a (u, v) flow input into per-component streams.
+``BatchNormMaxPool2D``
+    ``BatchNorm2d`` followed by ``MaxPool2d`` computed in the commuted order (pool first,
+    normalise the pooled map): the same function and gradients, a ninth of the
+    normalisation work after a 3/3 pool. STSTNet's training recipe uses it.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from keras import ops
 from mer_keras.models.heads import l2_regularizer
 
 __all__ = [
+    "BatchNormMaxPool2D",
     "ChannelMeanMax",
     "ChannelSlice",
     "OffTANetMHSA",
@@ -315,6 +320,65 @@ def torch_conv2d(x, filters, kernel_size, *, name, strides=1, padding=0, dilatio
         kernel_regularizer=l2_regularizer(l2),
         name=name,
     )(x)
+
+
+@keras.saving.register_keras_serializable(package="mer_keras")
+class BatchNormMaxPool2D(keras.layers.BatchNormalization):
+    """``nn.BatchNorm2d`` then ``nn.MaxPool2d(pool_size, strides, padding)``, fused and exact.
+
+    Batch normalisation is a per-channel affine map ``y = (x - mean) * s + beta`` with
+    ``s = gamma / sqrt(var + eps)``: increasing where ``s >= 0`` and decreasing where
+    ``s < 0``. So ``maxpool(BN(x)) = BN(sign(s) * maxpool(sign(s) * x))``: the statistics
+    are still taken over the *full* input map (training) or are the moving ones
+    (inference), as in ``BatchNormalization``, but the affine map and everything downstream
+    of it run on the pooled map. The gradients are those of the unfused pair (the pooled
+    element is the one the unfused max-pool would pick; ``sign(s)`` is piecewise constant).
+
+    Measured (``experiments/00c_training_throughput.py``, STSTNet, 2-core CPU): see the
+    :mod:`mer_keras.training.bench` table. The layer is a ``BatchNormalization`` subclass
+    with the same four variables in the same order, so ``bn*`` weights move between the
+    fused and the unfused model by layer name; its output has the pooled shape.
+    """
+
+    def __init__(self, pool_size=2, strides=None, padding=0, **kwargs):
+        kwargs.setdefault("epsilon", TORCH_BN_EPSILON)
+        kwargs.setdefault("momentum", TORCH_BN_MOMENTUM)
+        if kwargs.get("axis", -1) not in (-1, 3):
+            raise ValueError("BatchNormMaxPool2D normalises the channels-last axis only")
+        super().__init__(**kwargs)
+        self.pool = TorchMaxPooling2D(pool_size, strides, padding, name=f"{self.name}_pool", dtype=self.dtype_policy)
+
+    def call(self, inputs, training=None, mask=None):
+        if mask is not None:
+            raise ValueError("BatchNormMaxPool2D does not take a mask")
+        inputs = ops.cast(inputs, backend_result_dtype(inputs.dtype))
+        if training and self.trainable:
+            mean, variance = self._moments(inputs, None)
+            self.moving_mean.assign(ops.cast(self.moving_mean, inputs.dtype) * self.momentum
+                                    + mean * (1.0 - self.momentum))
+            self.moving_variance.assign(ops.cast(self.moving_variance, inputs.dtype) * self.momentum
+                                        + variance * (1.0 - self.momentum))
+        else:
+            mean = ops.cast(self.moving_mean, inputs.dtype)
+            variance = ops.cast(self.moving_variance, inputs.dtype)
+        scale = ops.cast(self.gamma, inputs.dtype) * ops.rsqrt(variance + self.epsilon)
+        sign = ops.where(scale < 0, -1.0, 1.0)
+        pooled = sign * self.pool(sign * inputs)
+        outputs = (pooled - mean) * scale + ops.cast(self.beta, inputs.dtype)
+        return ops.cast(outputs, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return self.pool.compute_output_shape(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(pool_size=self.pool.pool_size, strides=self.pool.strides, padding=self.pool.padding)
+        return config
+
+
+def backend_result_dtype(dtype) -> str:
+    """``float32`` or wider: batch statistics in half precision overflow (as in ``BatchNormalization``)."""
+    return keras.backend.result_type(dtype, "float32")
 
 
 def torch_batch_norm(x, *, name):

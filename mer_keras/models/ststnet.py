@@ -18,6 +18,7 @@ from __future__ import annotations
 import keras
 
 from mer_keras.models.flow_layers import (
+    BatchNormMaxPool2D,
     TorchMaxPooling2D,
     act,
     classification_top,
@@ -66,6 +67,7 @@ def STSTNet(
     dropout=0.5,
     activation="relu",
     head="softmax",
+    fuse_bn_pool=False,
 ):
     """STSTNet (Liong et al. 2019), as computed by the original or the Off-TANet code.
 
@@ -100,9 +102,15 @@ def STSTNet(
         activation: replaces the ReLUs (after the convolutions of ``original`` and in the
             hidden dense layer).
         head: ``"softmax"`` or ``"svm"`` (final linear Dense for a multi-class margin loss).
+        fuse_bn_pool: ``variant="original"`` only: each stream's ``bn<i>`` + ``maxpool<i>``
+            become one :class:`~mer_keras.models.flow_layers.BatchNormMaxPool2D` named
+            ``bn<i>`` (the same function, gradients and weights; the normalisation runs on
+            the pooled 10x10 map). The training recipe ``"ststnet"`` sets it for speed.
     """
     if variant not in ("original", "off_tanet"):
         raise ValueError(f"variant must be 'original' or 'off_tanet', got {variant!r}")
+    if fuse_bn_pool and variant != "original":
+        raise ValueError("fuse_bn_pool applies to variant='original' (the re-implementation has no BatchNorm)")
     if hidden_units is None:
         hidden_units = 400 if variant == "off_tanet" else 0
     img_input, inputs = model_input(input_tensor, input_shape)
@@ -111,8 +119,11 @@ def STSTNet(
         if variant == "original":
             y = torch_conv2d(img_input, filters, 3, padding=2, l2=l2, name=f"conv{i}")
             y = act(y, activation, name=f"relu{i}")
-            y = torch_batch_norm(y, name=f"bn{i}")
-            y = TorchMaxPooling2D(3, 3, 1, name=f"maxpool{i}")(y)
+            if fuse_bn_pool:
+                y = BatchNormMaxPool2D(3, 3, 1, name=f"bn{i}")(y)
+            else:
+                y = torch_batch_norm(y, name=f"bn{i}")
+                y = TorchMaxPooling2D(3, 3, 1, name=f"maxpool{i}")(y)
             if dropout:
                 y = keras.layers.Dropout(dropout, name=f"dropout{i}")(y)
         else:

@@ -13,6 +13,10 @@
 * :mod:`.transfer` -- the MobileViT macro-to-micro transfer recipe (stage 1 on macro-expressions
   once per run, per-fold KerasTuner grid search on training subjects, gradual unfreezing;
   :func:`train_fold_transfer`), run by :func:`run_loso` for recipes with ``trainer="transfer"``;
+* :mod:`.handcrafted` -- the handcrafted baselines (LBP-TOP, LBP-SIP, HOOF, Bi-WOOF features of
+  :mod:`mer_keras.baselines`, computed once per run, and a linear SVM per fold on the training
+  subjects; :func:`~.handcrafted.train_fold_handcrafted`), run by :func:`run_loso` for recipes
+  with ``trainer="handcrafted"``;
 * :mod:`.executors` / :mod:`.runtime` -- where folds train (in-process or as Ray tasks;
   :func:`execute_folds`) and under which device, precision and determinism settings;
 * :mod:`.bench` -- the training-throughput benchmark (``mer-keras bench train``).

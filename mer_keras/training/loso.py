@@ -436,6 +436,11 @@ def run_loso(
 
         data, fingerprint, fold_fn = transfer_inputs(dataset, recipe, out_dir=out_dir, progress=progress,
                                                      record_test_curve=record_test_curve)
+    elif recipe.trainer == "handcrafted":  # features + linear SVM (mer_keras.training.handcrafted)
+        from .handcrafted import handcrafted_inputs
+
+        data, fingerprint, fold_fn = handcrafted_inputs(dataset, recipe, progress=progress,
+                                                        record_test_curve=record_test_curve)
     else:
         data = as_dataset(dataset, recipe, progress=progress)
         check_input_shape(data, recipe)

@@ -32,6 +32,11 @@ Presets (reference: the architectures notes of this project; papers and official
   batch 64, L2, dropout 0.5), batch size / lr / epochs / weight decay chosen per fold by a
   KerasTuner grid search on training subjects only.
 
+* ``"lbp_top_svm"``, ``"lbp_sip_svm"``, ``"hoof_svm"``, ``"bi_woof_svm"`` -- the handcrafted
+  MER baselines (:mod:`mer_keras.baselines`: LBP-TOP as in the MEGC2019 baseline, LBP-SIP,
+  HOOF, Bi-WOOF), each with a linear SVM per fold (:class:`HandcraftedRecipe`,
+  ``trainer="handcrafted"``, run by :mod:`mer_keras.training.handcrafted`).
+
 ``recipe.quick()`` gives a short variant (few epochs, same everything else) for tests and
 CI; it is never a paper setting. When a paper value is found to make training collapse,
 the paper preset stays as it is and a documented corrected preset is registered beside
@@ -46,6 +51,10 @@ Transfer recipes (``trainer="transfer"``) use ``trainer``, ``backbone``, ``head`
 ``val_fraction`` of those plus their own :data:`TRANSFER_FIELDS`, which appear in
 ``to_dict()`` only for ``trainer="transfer"`` (the two-stage and single-stage hashes are
 unchanged).
+Handcrafted recipes are :class:`HandcraftedRecipe`, a subclass with the feature and SVM
+fields (:data:`HANDCRAFTED_FIELDS`); :class:`Recipe` itself has none of them, so no other
+recipe's fields, ``to_dict()`` or hash change, and a handcrafted recipe's ``to_dict()``
+holds only what applies to it (:data:`HANDCRAFTED_CONFIG`).
 """
 
 from __future__ import annotations
@@ -58,7 +67,7 @@ LOSSES = ("cross_entropy", "multi_margin")
 NORMALISATIONS = (None, "per_channel")
 CLASS_BALANCING = (None, "oversample")
 OPTIMIZERS = ("adam", "sgd")
-TRAINERS = ("single", "two_stage", "transfer")
+TRAINERS = ("single", "two_stage", "transfer", "handcrafted")
 HEAD_LOSS = {"svm": "multi_margin", "softmax": "cross_entropy"}
 """Stage-2 head of a two-stage recipe -> its loss (SVM head: Eq. 17 multi-margin; softmax: cross-entropy)."""
 PLATEAU_MONITORS = ("loss", "accuracy")
@@ -108,8 +117,9 @@ class Recipe:
 
     Two-stage fields (``trainer="two_stage"``, :mod:`mer_keras.training.two_stage`; the
     stage-2 values are ``lr``, ``epochs``, ``batch_size``, ``loss``, ``optimizer``):
-        trainer: ``"single"`` (the engine's one-stage loop), ``"two_stage"`` or ``"transfer"``
-            (:mod:`mer_keras.training.transfer`).
+        trainer: ``"single"`` (the engine's one-stage loop), ``"two_stage"``, ``"transfer"``
+            (:mod:`mer_keras.training.transfer`) or ``"handcrafted"`` (only
+            :class:`HandcraftedRecipe`, :mod:`mer_keras.training.handcrafted`).
         backbone: the model that is pre-trained and fine-tuned; always equal to ``model``
             (``replace(backbone=...)`` sets both).
         head: stage-2 classifier, ``"svm"`` (loss ``multi_margin``) or ``"softmax"``
@@ -210,6 +220,8 @@ class Recipe:
             (0.0 <= self.label_smoothing < 1.0, f"label_smoothing must be in [0, 1), got {self.label_smoothing}"),
             (len(self.input_size) == 3, f"input_size must be (H, W, C), got {self.input_size}"),
             (self.trainer in TRAINERS, f"trainer must be one of {TRAINERS}, got {self.trainer!r}"),
+            ((self.trainer == "handcrafted") == isinstance(self, HandcraftedRecipe),
+             "trainer 'handcrafted' is the trainer of HandcraftedRecipe (features + linear SVM) and only of it"),
         ]
         if self.trainer in ("two_stage", "transfer"):  # backbone + head switches of both multi-stage trainers
             checks += [
@@ -326,6 +338,108 @@ def _grid_checks(grid) -> list[tuple[bool, str]]:
         elif key == "weight_decay":
             checks.append((all(v >= 0 for v in values), "grid['weight_decay'] must hold values >= 0"))
     return checks
+
+
+# ----------------------------------------------------------------------------- handcrafted baselines
+
+HANDCRAFTED_MODEL = "linear_svm"
+"""The ``model`` of every handcrafted recipe: standardised features + a linear SVM."""
+SVM_CLASS_WEIGHTS = (None, "balanced")
+HANDCRAFTED_FIELDS = ("features", "feature_params", "svm_c", "svm_c_grid", "svm_class_weight")
+"""Fields only :class:`HandcraftedRecipe` has (no other recipe's ``to_dict()`` or config hash sees them)."""
+HANDCRAFTED_CONFIG = ("name", "paper", "model", "input", "seed", "notes", "trainer", "val_fraction",
+                      *HANDCRAFTED_FIELDS)
+"""What a handcrafted recipe's ``to_dict()`` (run config, override names) holds: the network
+training fields (optimiser, epochs, batch size, input size, ...) do not apply to it."""
+
+
+@dataclass(frozen=True)
+class HandcraftedRecipe(Recipe):
+    """A handcrafted-feature baseline: features per clip, a linear SVM per LOSO fold.
+
+    Run by :func:`mer_keras.training.loso.run_loso` through
+    :mod:`mer_keras.training.handcrafted` (``trainer="handcrafted"``). A subclass, so the
+    fields of every other recipe -- and their ``to_dict()`` and run-config hashes -- stay
+    as they are; its own ``to_dict()`` holds only :data:`HANDCRAFTED_CONFIG`.
+
+    Attributes (besides ``name``, ``paper``, ``input``, ``seed``, ``notes``,
+    ``val_fraction`` of :class:`Recipe`; ``model`` is always ``"linear_svm"``):
+        features: a :data:`mer_keras.baselines.FEATURES` name; ``input`` must be the
+            cache input it reads (``replace(features=...)`` sets both).
+        feature_params: keyword arguments of the feature function (``blocks``, ``radii``,
+            ``bins``, ``n_frames``, ...); unknown names are refused when the run starts.
+        svm_c: the SVM's ``C`` (used when ``svm_c_grid`` is None).
+        svm_c_grid: ``None`` or candidate ``C`` values chosen per fold by UF1 on an inner
+            split of the fold's *training* subjects (``val_fraction`` of them validate),
+            then refitted on all training subjects.
+        svm_class_weight: ``None`` (every clip weighs 1) or ``"balanced"`` (scikit-learn's
+            inverse class-frequency weights, from the training clips).
+    """
+
+    features: str = "hoof"
+    feature_params: Mapping[str, Any] = field(default_factory=dict)
+    svm_c: float = 1.0
+    svm_c_grid: tuple[float, ...] | None = None
+    svm_class_weight: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "feature_params", dict(self.feature_params))
+        if self.svm_c_grid is not None:
+            grid = self.svm_c_grid if isinstance(self.svm_c_grid, (list, tuple)) else (self.svm_c_grid,)
+            object.__setattr__(self, "svm_c_grid", tuple(float(c) for c in grid))
+        super().__post_init__()
+        from mer_keras.baselines import FEATURES
+
+        feature = FEATURES.get(self.features)
+        grid = self.svm_c_grid
+        checks = [
+            (self.trainer == "handcrafted", f"a HandcraftedRecipe has trainer 'handcrafted', got {self.trainer!r}"),
+            (self.model == HANDCRAFTED_MODEL, f"model must be {HANDCRAFTED_MODEL!r}, got {self.model!r}"),
+            (feature is not None, f"features must be one of {sorted(FEATURES)}, got {self.features!r}"),
+            (feature is None or self.input == feature.input,
+             f"feature {self.features!r} reads input {getattr(feature, 'input', None)!r}, got input {self.input!r}; "
+             "use replace(features=...), which sets both"),
+            (_finite_number(self.svm_c) and self.svm_c > 0, f"svm_c must be finite and > 0, got {self.svm_c}"),
+            (grid is None or (len(grid) >= 1 and len(set(grid)) == len(grid) and all(_finite_number(c) and c > 0 for c in grid)),
+             f"svm_c_grid must be None or distinct values > 0, got {grid}"),
+            (grid is None or 0.0 < self.val_fraction < 1.0, f"val_fraction must be in (0, 1), got {self.val_fraction}"),
+            (self.svm_class_weight in SVM_CLASS_WEIGHTS,
+             f"svm_class_weight must be one of {SVM_CLASS_WEIGHTS}, got {self.svm_class_weight!r}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"recipe {self.name!r}: {message}")
+
+    def replace(self, **changes) -> "HandcraftedRecipe":
+        """A copy with some fields changed; ``features=`` also sets ``input`` (unless given)."""
+        if "features" in changes and "input" not in changes:
+            from mer_keras.baselines import FEATURES
+
+            if changes["features"] in FEATURES:
+                changes["input"] = FEATURES[changes["features"]].input
+        return super().replace(**changes)
+
+    def quick(self, epochs: int = 4) -> "HandcraftedRecipe":
+        """The same recipe named ``"<name>-quick"`` (nothing to shorten: no epochs are trained)."""
+        note = f"quick variant of {self.name!r}: identical (a handcrafted recipe trains no epochs)"
+        return self.replace(name=f"{self.name}-quick", notes=(*self.notes, note))
+
+    def to_dict(self) -> dict:
+        """Plain JSON-ready fields: :data:`HANDCRAFTED_CONFIG` only (tuples as lists)."""
+        out = {key: getattr(self, key) for key in HANDCRAFTED_CONFIG}
+        out["notes"] = list(self.notes)
+        out["feature_params"] = {k: list(v) if isinstance(v, tuple) else v for k, v in self.feature_params.items()}
+        out["svm_c_grid"] = None if self.svm_c_grid is None else list(self.svm_c_grid)
+        return out
+
+
+def _finite_number(value) -> bool:
+    """``value`` is a finite real number."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return False
+    return v == v and v not in (float("inf"), float("-inf"))
 
 
 # ----------------------------------------------------------------------------- presets
@@ -561,6 +675,71 @@ _PRESETS["mobilevit_transfer"] = Recipe(
     jitter_prob=0.3,
     jitter_max=20,
     notes=_MOBILEVIT_TRANSFER_NOTES,
+)
+
+
+# Handcrafted baselines (features + linear SVM): see mer_keras.baselines and mer_keras.training.handcrafted.
+_HANDCRAFTED_NOTES = (
+    "Classifier: per LOSO fold, features standardised (StandardScaler fitted on the fold's training clips only) and "
+    "a linear SVM (scikit-learn SVC(kernel='linear'), LIBSVM: exact solver, one-vs-one multi-class, deterministic) "
+    "fitted on the training clips; the test subject's scores are the SVM's one-vs-rest-shaped decision values. "
+    "The MEGC2019 LBP-TOP baseline classifies with a linear SVM; C = 1 (the LIBSVM and scikit-learn default) is an "
+    "open choice, fixed, never tuned on a test subject (svm_c_grid: per-fold choice on an inner split of the training "
+    "subjects). No class weights (svm_class_weight=None), as the baselines state none.",
+    "Features are computed once per run from the prepared cache (the recipe's input) and shared by all folds.",
+)
+_LBP_NOTES = (
+    "Input: the aligned, masked grey frames onset..apex of a cache prepared with keep='onset_to_apex' (e.g. the "
+    "'shufflenet' preset), input='frames'.",
+    "n_frames=10: every stack resampled in time to 10 frames by linear interpolation (rounded to grey levels) -- the "
+    "length normalisation of the LBP-TOP micro-expression baselines (TIM to 10 frames, ICCV 2011), with linear "
+    "interpolation in place of TIM's graph embedding; onset..apex stacks are often shorter than the 9 frames Rt=4 "
+    "needs.",
+)
+
+_PRESETS["lbp_top_svm"] = HandcraftedRecipe(
+    name="lbp_top_svm", paper="lbp_top_megc2019_baseline", model=HANDCRAFTED_MODEL, trainer="handcrafted",
+    features="lbp_top", input="frames",
+    feature_params=dict(blocks=(5, 5), radii=(1, 1, 4), points=(8, 8, 8), method="nri_uniform", n_frames=10),
+    svm_c=1.0,
+    notes=("LBP-TOP (IEEE TPAMI 2007) as the MEGC2019 baseline: 5x5 blocks, radii (Rx, Ry, Rt) = (1, 1, 4), 8 "
+           "neighbours per plane, uniform patterns (59-bin 'u2' mapping, scikit-image 'nri_uniform'); per block "
+           "the XY, XT and YT histograms, each normalised; 5 * 5 * 3 * 59 = 4425 values. The elliptical XT/YT "
+           "neighbourhoods (radius 1 in space, 4 in time) are sampled exactly (mer_keras.baselines.lbp.plane_codes).",
+           *_LBP_NOTES, *_HANDCRAFTED_NOTES),
+)
+_PRESETS["lbp_sip_svm"] = HandcraftedRecipe(
+    name="lbp_sip_svm", paper="lbp_sip_2014", model=HANDCRAFTED_MODEL, trainer="handcrafted",
+    features="lbp_sip", input="frames",
+    feature_params=dict(blocks=(5, 5), radius=1, temporal_radius=1, n_frames=10),
+    svm_c=1.0,
+    notes=("LBP-SIP (ACCV 2014): the six intersection points of the LBP-TOP circles with four neighbours -- a "
+           "4-bit spatial code (right, up, left, down at radius 1) and a 2-bit temporal code (previous and next "
+           "frame); per block a 16-bin and a 4-bin histogram, each normalised; 5 * 5 * 20 = 500 values. Blocks "
+           "5x5 as the LBP-TOP preset (open choice).", *_LBP_NOTES, *_HANDCRAFTED_NOTES),
+)
+_PRESETS["hoof_svm"] = HandcraftedRecipe(
+    name="hoof_svm", paper="hoof_2009", model=HANDCRAFTED_MODEL, trainer="handcrafted",
+    features="hoof", input="flow_stack",
+    feature_params=dict(blocks=(5, 5), bins=8, magnitude_weighted=True),
+    svm_c=1.0,
+    notes=("HOOF (IEEE CVPR 2009) as a MER baseline: orientation histograms (8 bins over the full circle, bin j "
+           "centred on 2 pi j / 8, image y down) of the cached TV-L1 flow onset -> apex, votes weighted by the flow "
+           "magnitude, per block of a 5x5 grid, each normalised; 200 values. The paper's mirror folding of the "
+           "angles and its per-frame histograms are not used (open choices: blocks, bins, full-circle bins).",
+           "Input: the float (u, v, strain) of any flow cache (input='flow_stack', e.g. the 'off_tanet' preset); "
+           "masked pixels (zero flow) cast no vote.", *_HANDCRAFTED_NOTES),
+)
+_PRESETS["bi_woof_svm"] = HandcraftedRecipe(
+    name="bi_woof_svm", paper="bi_woof_2018", model=HANDCRAFTED_MODEL, trainer="handcrafted",
+    features="bi_woof", input="flow_stack",
+    feature_params=dict(blocks=(5, 5), bins=8),
+    svm_c=1.0,
+    notes=("Bi-WOOF (Signal Processing: Image Communication 2018): flow onset -> apex; per block an orientation "
+           "histogram (8 bins) with magnitude-weighted votes (local weight), normalised, times the block's mean "
+           "optical-strain magnitude (global weight); 5x5 blocks, 200 values (open choices: blocks and bins; the "
+           "strain is the cache's).",
+           "Input: the float (u, v, strain) of any flow cache (input='flow_stack').", *_HANDCRAFTED_NOTES),
 )
 
 
