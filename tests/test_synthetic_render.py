@@ -373,3 +373,182 @@ def test_render_clip_validates_arguments(subjects):
         render_clip(s, "positive", blink_prob=1.5, rng=rng)
     with pytest.raises(ValueError, match="rng"):
         render_clip(s, "positive", rng=0)
+
+
+# ----------------------------------------------------------------------------- appearance
+
+
+def _face_coordinates(landmarks: np.ndarray, shape_hw) -> tuple[np.ndarray, np.ndarray]:
+    """(along the eye line, down the face) of every pixel, in inter-ocular distances from the eyes' midpoint."""
+    frame = face_frame(landmarks)
+    gy, gx = np.mgrid[0 : shape_hw[0], 0 : shape_hw[1]].astype(np.float64)
+    dx, dy = gx - frame.center[0], gy - frame.center[1]
+    along = (dx * frame.x_axis[0] + dy * frame.x_axis[1]) / frame.iod
+    down = (dx * frame.y_axis[0] + dy * frame.y_axis[1]) / frame.iod
+    return along, down
+
+
+def _disc(landmarks: np.ndarray, shape_hw, centre: np.ndarray, radius_iod: float) -> np.ndarray:
+    gy, gx = np.mgrid[0 : shape_hw[0], 0 : shape_hw[1]]
+    return np.hypot(gx - centre[0], gy - centre[1]) < radius_iod * _iod(landmarks)
+
+
+def test_zero_appearance_strength_renders_exactly_the_motion_only_clip(subjects, monkeypatch):
+    from mer_keras.data.synthetic import render
+
+    s = subjects[0]
+    kwargs = dict(n_frames=9, apex_index=4, blink_prob=1.0)  # noise, jitter and a blink on
+
+    def no_appearance(*args, **kw):
+        raise AssertionError("strength 0 must not compute an appearance change")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(render, "appearance_change", no_appearance)
+        rng_off = np.random.default_rng(8)
+        off = render_clip(s, "negative", rng=rng_off, appearance_strength=0, **kwargs)
+    with monkeypatch.context() as patched:  # the default strength with the shading step skipped
+        patched.setattr(render._Shading, "apply", lambda self, frame, coefficient: None)
+        skipped = render_clip(s, "negative", rng=np.random.default_rng(8), **kwargs)
+    rng_on = np.random.default_rng(8)
+    on = render_clip(s, "negative", rng=rng_on, **kwargs)
+
+    assert not off.appearance_change.any() and on.appearance_change.any()
+    for a, b in zip(off.frames, skipped.frames):
+        np.testing.assert_array_equal(a, b)
+    # the shading draws from a child generator: motion, blink, jitter, noise and the
+    # caller's generator are the same with and without it
+    assert on.blink and off.blink and on.actions == off.actions
+    np.testing.assert_array_equal(on.apex_flow, off.apex_flow)
+    assert rng_on.random() == rng_off.random()
+    np.testing.assert_array_equal(on.frames[0], off.frames[0])
+    shaded = on.appearance_change != 0
+    for a, b in zip(on.frames, off.frames):
+        differs = np.any(a != b, axis=-1)
+        assert not np.any(differs & ~shaded)
+    assert np.any(on.frames[4] != off.frames[4])
+
+
+def test_appearance_is_zero_at_onset_and_largest_at_apex(subjects):
+    s = subjects[1]
+    kwargs = dict(n_frames=13, apex_index=5, amplitude=2.0, noise_sigma=0, jitter_px=0, blink_prob=0)
+    on = render_clip(s, "surprise", rng=np.random.default_rng(4), appearance_strength=0.1, **kwargs)
+    off = render_clip(s, "surprise", rng=np.random.default_rng(4), appearance_strength=0, **kwargs)
+    change = on.appearance_change
+    assert 0.06 - 1e-6 <= np.abs(change).max() <= 0.1 + 1e-6  # the clip's peak: strength x U(0.6, 1)
+    shaded = np.abs(change) > 0.02
+    lit = off.frames[5].astype(np.float64).mean(-1) > 40  # enough grey levels for the ratio to be measurable
+    differences = [np.abs(a.astype(np.float64) - b)[shaded].mean() for a, b in zip(on.frames, off.frames)]
+    assert differences[0] == 0 and int(np.argmax(differences)) == 5
+    assert all(differences[i] < differences[i + 1] for i in range(5))
+    assert all(differences[i] >= differences[i + 1] for i in range(5, 12))
+    # at the apex the frame is the motion-only frame times (1 + change), up to uint8 rounding
+    expected = off.frames[5].astype(np.float64) * (1.0 + change[..., None])
+    error = np.abs(on.frames[5] - expected)[shaded & lit]
+    assert error.max() <= 1.1, error.max()
+    assert np.abs(on.frames[5].astype(np.float64) - off.frames[5])[shaded & lit].max() >= 5  # visible: grey levels
+
+
+@pytest.mark.parametrize("action, below", [("AU1+2 brow raiser", False), ("AU26 jaw drop", True)])
+def test_appearance_change_stays_at_its_action(subjects, action, below):
+    """Forehead lines and lit brows stay above the nose tip; the parted lips and the
+    flattened nasolabial and chin-lip furrows stay below the lower eyelids."""
+    from mer_keras.data.synthetic.appearance import appearance_change
+
+    s = subjects[2]
+    frame = face_frame(s.landmarks)
+    _, down = _face_coordinates(s.landmarks, (480, 640))
+    depth = (s.landmarks.astype(np.float64) - frame.center) @ frame.y_axis / frame.iod  # of every landmark
+    border = depth[list(range(40, 42)) + list(range(46, 48))].max() if below else depth[33]
+    for k in range(5):
+        change = appearance_change(s.landmarks, (480, 640), [action], 0.12, np.random.default_rng(k))
+        assert np.abs(change).max() > 0.07
+        elsewhere = down < border if below else down > border
+        assert not np.any(change[elsewhere]), (action, k)
+
+
+def test_rendered_appearance_leaves_the_background_untouched(subjects):
+    s = subjects[3]
+    lo, hi = s.landmarks.min(0), s.landmarks.max(0)
+    margin = 0.6 * _iod(s.landmarks)
+    face = np.zeros((480, 640), bool)
+    face[int(lo[1] - margin) : int(hi[1] + margin) + 1, int(lo[0] - margin) : int(hi[0] + margin) + 1] = True
+    for k, label in enumerate(motion.LABELS):
+        kwargs = dict(n_frames=7, apex_index=3, noise_sigma=0, jitter_px=0, blink_prob=0)
+        on = render_clip(s, label, rng=np.random.default_rng(30 + k), **kwargs)
+        off = render_clip(s, label, rng=np.random.default_rng(30 + k), appearance_strength=0, **kwargs)
+        changed = np.any(on.frames[3] != off.frames[3], axis=-1)
+        assert changed.sum() > 200, label
+        assert not np.any(changed & ~face), label
+        assert not np.any(on.appearance_change[~face]), label
+
+
+def test_class_appearance_means_differ_at_the_action_anchors(subjects):
+    from mer_keras.data.synthetic.appearance import appearance_change
+
+    s = subjects[0]
+    pts = s.landmarks.astype(np.float64)
+    frame = face_frame(pts)
+    iod = frame.iod
+    regions = {  # where each class's defining action creases or opens the face
+        "glabella": _disc(pts, (480, 640), pts[[21, 22]].mean(0), 0.1),
+        "nasolabial": _disc(pts, (480, 640), (pts[31] + pts[48]) / 2 - 0.12 * iod * frame.x_axis, 0.06)
+        | _disc(pts, (480, 640), (pts[35] + pts[54]) / 2 + 0.12 * iod * frame.x_axis, 0.06),
+        "forehead": _disc(pts, (480, 640), pts[[19, 24]].mean(0) - 0.13 * iod * frame.y_axis, 0.1),
+        "lips": _disc(pts, (480, 640), pts[60:68].mean(0), 0.08),
+    }
+    means = {}
+    for label in ("negative", "positive", "surprise"):
+        maps = []
+        for k in range(12):
+            rng = np.random.default_rng(k)
+            maps.append(appearance_change(pts, (480, 640), motion.draw_actions(label, rng), 0.12, rng))
+        mean_map = np.mean(maps, axis=0)
+        means[label] = {name: float(mean_map[region].mean()) for name, region in regions.items()}
+    darkest = {name: min(means, key=lambda label: means[label][name]) for name in regions}
+    expected = {"glabella": "negative", "nasolabial": "positive", "forehead": "surprise", "lips": "surprise"}
+    assert darkest == expected, means
+    assert means["negative"]["glabella"] < -0.02 and means["positive"]["glabella"] > -0.005, means
+    assert means["positive"]["nasolabial"] < -0.02 and means["negative"]["nasolabial"] > -0.01, means
+
+
+def test_draw_actions_then_displacement_field_equals_drawing_inside(subjects):
+    s = subjects[0]
+    for label in motion.LABELS:
+        inside = displacement_field(s.landmarks, (480, 640), label, 2.0, np.random.default_rng(3))
+        rng = np.random.default_rng(3)
+        actions = motion.draw_actions(label, rng)
+        outside = displacement_field(s.landmarks, (480, 640), label, 2.0, rng, actions=actions)
+        np.testing.assert_array_equal(inside, outside)
+
+
+def test_appearance_parameters_are_validated(subjects):
+    from mer_keras.data.synthetic.appearance import appearance_change
+
+    s, rng = subjects[0], np.random.default_rng(0)
+    for bad in (-0.01, 0.51, float("nan"), float("inf"), "strong", None):
+        with pytest.raises(ValueError, match="appearance strength"):
+            render_clip(s, "positive", rng=rng, appearance_strength=bad)
+    with pytest.raises(ValueError, match="no appearance cue"):
+        appearance_change(s.landmarks, (480, 640), ["AU99 ear wiggler"], 0.1, rng)
+    with pytest.raises(ValueError, match="landmarks"):
+        appearance_change(s.landmarks[:60], (480, 640), ["AU4 brow lowerer"], 0.1, rng)
+    with pytest.raises(ValueError, match="actions"):
+        displacement_field(s.landmarks, (480, 640), "positive", 1.0, rng, actions=["AU12 lip corner puller"])
+
+
+def test_write_dataset_passes_the_appearance_strength(tmp_path):
+    from mer_keras.data.synthetic import write_dataset
+
+    with pytest.raises(ValueError, match="appearance strength"):
+        write_dataset("casme2", tmp_path / "bad", appearance_strength=-1)
+    small = dict(n_subjects=1, clips_per_subject=1, frame_size=(320, 240), n_frames=5, seed=4)
+    write_dataset("casme2", tmp_path / "plain", appearance_strength=0, **small)
+    write_dataset("casme2", tmp_path / "shaded", **small)
+    plain = sorted(p.relative_to(tmp_path / "plain") for p in (tmp_path / "plain").rglob("*.jpg"))
+    shaded = sorted(p.relative_to(tmp_path / "shaded") for p in (tmp_path / "shaded").rglob("*.jpg"))
+    assert plain == shaded and len(plain) >= 5
+    changes = []
+    for name in plain:
+        a, b = cv2.imread(str(tmp_path / "plain" / name)), cv2.imread(str(tmp_path / "shaded" / name))
+        changes.append(int(np.abs(a.astype(int) - b).max()))
+    assert min(changes) == 0 and max(changes) > 5, changes  # the onset is neutral, the expression shaded

@@ -7,8 +7,8 @@ Public API:
 * :func:`load_ground_truth` -- the sidecar table (and optionally the apex flows);
 * :data:`FAULTS` -- the bad-input cases ``write_dataset(faults=...)`` can inject.
 
-The face and motion generator lives in :mod:`.faces`, :mod:`.motion` and :mod:`.render`;
-it is imported only when frames are rendered.
+The face, motion and appearance generator lives in :mod:`.faces`, :mod:`.motion`,
+:mod:`.appearance` and :mod:`.render`; it is imported only when frames are rendered.
 """
 
 from .layouts import COMPOSITES, FAULTS, LAYOUTS, load_ground_truth, motion_class, write_composite, write_dataset

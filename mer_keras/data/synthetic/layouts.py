@@ -11,7 +11,9 @@ Two modes:
   with ``clips_per_subject`` clips rendered by :func:`render_clip`. Emotions are drawn
   from the dataset's own vocabulary weighted by its real counts; each subject's first
   three clips cover the three classes. The rendered motion class is the emotion's
-  3-class group (:data:`MOTION_CLASS`; ``others`` for unmapped emotions).
+  3-class group (:data:`MOTION_CLASS`; ``others`` for unmapped emotions); the
+  expression both moves the face and shades it (creases, bulges: :mod:`.appearance`,
+  ``appearance_strength=0`` for motion only).
 * **structural twin** (``counts="real"``): the real annotation size, subjects and
   emotion counts (e.g. CASME II 255 rows / 26 subjects), arranged so the protocol
   composites reproduce the tables of ``datasets.md`` exactly; frames are three 8x8
@@ -994,11 +996,13 @@ def _twin_frames(layout: Layout, root: Path, plan: ClipPlan) -> None:
         (folder / layout.frame_name(plan, n)).write_bytes(data)
 
 
-def _render_frames(layout: Layout, root: Path, plan: ClipPlan, subject, n_frames: int, rng, sidecar: Path) -> None:
+def _render_frames(
+    layout: Layout, root: Path, plan: ClipPlan, subject, n_frames: int, rng, sidecar: Path, appearance_strength: float,
+) -> None:
     """Render one clip, write its frames (plus neutral padding) and its ground-truth npz."""
     from .render import render_clip
 
-    clip = render_clip(subject, plan.motion, n_frames=n_frames, rng=rng)
+    clip = render_clip(subject, plan.motion, n_frames=n_frames, rng=rng, appearance_strength=appearance_strength)
     frames = list(clip.frames)
     onset, apex, offset = int(clip.onset), int(clip.apex), int(clip.offset)
     if layout.frames == "to_apex":
@@ -1050,6 +1054,7 @@ def write_dataset(
     photos=None,
     faults: Iterable[str] = (),
     counts: str | None = None,
+    appearance_strength: float | None = None,
     **options,
 ) -> dict:
     """Write a synthetic ``name`` dataset under ``root`` in the real layout; return a summary.
@@ -1060,8 +1065,11 @@ def write_dataset(
     640x480 colour, SAMM 960x650 grey, ...). ``counts="real"`` writes the structural
     twin (real annotation size and class counts, tiny unrendered frames); ``n_subjects``,
     ``clips_per_subject``, ``frame_size``, ``n_frames`` and ``photos`` are then unused.
-    ``faults`` injects bad-input cases (:data:`FAULTS`). ``options`` go to the layout
-    (CASME II: ``version="20140508"`` or ``"20190701"``). Deterministic per ``seed``.
+    ``faults`` injects bad-input cases (:data:`FAULTS`). ``appearance_strength``: the
+    rendered expressions' shading (creases, bulges; :func:`render_clip`), ``None`` for the
+    default :data:`.appearance.APPEARANCE_STRENGTH`, 0 for motion only. ``options`` go
+    to the layout (CASME II: ``version="20140508"`` or ``"20190701"``). Deterministic per
+    ``seed``.
 
     Returns ``{"name", "root", "annotation", "n_clips", "clips", "faults", "ground_truth"}``:
     ``clips`` is the ground-truth table (also ``root/.synthetic/clips.csv``) and
@@ -1071,6 +1079,10 @@ def write_dataset(
         raise KeyError(f"unknown dataset {name!r}; known: {sorted(LAYOUTS)}")
     if counts not in (None, "real"):
         raise ValueError(f"counts must be None or 'real', got {counts!r}")
+    if appearance_strength is not None:
+        from .appearance import check_strength
+
+        appearance_strength = check_strength(appearance_strength)
     layout = LAYOUTS[name](**options)
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -1085,7 +1097,8 @@ def write_dataset(
         for p in plans:
             _twin_frames(layout, root, p)
     else:
-        _render_all(layout, root, plans, frame_size or layout.frame_size, n_frames, seed, photos, rng, sidecar)
+        _render_all(layout, root, plans, frame_size or layout.frame_size, n_frames, seed, photos, rng, sidecar,
+                    appearance_strength)
     annotation = layout.write_annotation(root, plans, targets)
     _apply_file_faults(layout, root, plans, targets)
     clips_csv = _write_sidecar(sidecar, layout, plans, rendered=counts != "real")
@@ -1094,13 +1107,15 @@ def write_dataset(
                 faults=targets, ground_truth=str(clips_csv))
 
 
-def _render_all(layout, root, plans, frame_size, n_frames, seed, photos, rng, sidecar) -> None:
+def _render_all(layout, root, plans, frame_size, n_frames, seed, photos, rng, sidecar, appearance_strength) -> None:
+    from .appearance import APPEARANCE_STRENGTH
     from .faces import make_subjects
 
+    strength = APPEARANCE_STRENGTH if appearance_strength is None else appearance_strength
     n = max(p.subject_index for p in plans) + 1
     subjects = make_subjects(n, frame_size=tuple(frame_size), grey=layout.grey, seed=seed, photos=photos)
     for p in plans:
-        _render_frames(layout, root, p, subjects[p.subject_index], n_frames, rng, sidecar)
+        _render_frames(layout, root, p, subjects[p.subject_index], n_frames, rng, sidecar, strength)
 
 
 def load_ground_truth(root, *, flows: bool = False) -> pd.DataFrame:
@@ -1140,12 +1155,14 @@ def write_composite(
     seed: int = 0,
     photos=None,
     counts: str | None = None,
+    appearance_strength: float | None = None,
 ) -> dict[str, str]:
     """Write every dataset of composite ``name`` under ``root/{dataset}``; return their roots.
 
     The result's keys are the composite function's keyword names, so
     ``megc2019(**write_composite("megc2019", tmp))`` builds the composite. Each dataset
     gets its own seed (``seed`` and its position) so subjects differ across datasets.
+    ``appearance_strength`` goes to every :func:`write_dataset` (``None``: the default).
     """
     if name not in COMPOSITES:
         raise KeyError(f"unknown composite {name!r}; known: {sorted(COMPOSITES)}")
@@ -1153,6 +1170,7 @@ def write_composite(
     for i, dataset in enumerate(COMPOSITES[name]):
         path = Path(root) / dataset
         write_dataset(dataset, path, n_subjects=subjects_per_dataset, clips_per_subject=clips_per_subject,
-                      frame_size=frame_size, n_frames=n_frames, seed=seed * 100 + i, photos=photos, counts=counts)
+                      frame_size=frame_size, n_frames=n_frames, seed=seed * 100 + i, photos=photos, counts=counts,
+                      appearance_strength=appearance_strength)
         roots[dataset] = str(path)
     return roots

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -122,6 +123,7 @@ def displacement_field(
     label: str,
     amplitude: float,
     rng: np.random.Generator,
+    actions: Sequence[Action] | None = None,
 ) -> np.ndarray:
     """Expression displacement field of one clip at its apex, ``(H, W, 2)`` float32 ``(dx, dy)`` px.
 
@@ -132,6 +134,10 @@ def displacement_field(
     per-pixel magnitude equals ``amplitude`` exactly. ``rng`` draws the per-clip
     variation: optional actions, weight (x0.7-1.3), direction (+-15 degrees), width
     (x0.8-1.25) and a left/right gain (x0.75-1.25) for asymmetric expressions.
+
+    ``actions``: the clip's actions when already drawn with :func:`draw_actions` (the
+    renderer does, to give the same actions their appearance change); by default they are
+    drawn here, first, from ``rng`` -- the same draws, so both ways give the same field.
     """
     label = check_label(label)
     amplitude = check_amplitude(amplitude)
@@ -139,7 +145,9 @@ def displacement_field(
     h, w = _check_shape(shape_hw)
     frame = face_frame(pts)
 
-    actions = _draw_actions(label, rng)
+    actions = draw_actions(label, rng) if actions is None else list(actions)
+    if not actions or not all(isinstance(a, Action) for a in actions):
+        raise ValueError(f"actions must be a non-empty sequence of motion.Action, got {actions!r}")
     # Work on the box that can receive motion (anchors +- the largest truncated sigma).
     reach = _TRUNCATE * 1.25 * max(a.sigma for a in actions) * frame.iod
     anchors = pts[sorted({i for a in actions for i in a.landmarks})]
@@ -200,6 +208,15 @@ def blink_field(landmarks: np.ndarray, shape_hw: tuple[int, int], closure: float
     return field
 
 
+def draw_actions(label: str, rng: np.random.Generator) -> list[Action]:
+    """The actions present in one clip of ``label``: each with its probability, never none."""
+    pool = CLASS_ACTIONS[check_label(label)]
+    chosen = [a for a in pool if a.probability >= 1.0 or rng.random() < a.probability]
+    if not chosen:
+        chosen = [pool[int(rng.integers(len(pool)))]]
+    return chosen
+
+
 def check_label(label: str) -> str:
     """Return ``label`` if it is one of :data:`LABELS`, else raise a ValueError."""
     if label not in CLASS_ACTIONS:
@@ -235,15 +252,6 @@ def _check_shape(shape_hw: tuple[int, int]) -> tuple[int, int]:
     if h < 1 or w < 1:
         raise ValueError(f"shape_hw must be positive, got {shape_hw!r}")
     return h, w
-
-
-def _draw_actions(label: str, rng: np.random.Generator) -> list[Action]:
-    """The actions present in one clip: each with its probability, never none."""
-    pool = CLASS_ACTIONS[label]
-    chosen = [a for a in pool if a.probability >= 1.0 or rng.random() < a.probability]
-    if not chosen:
-        chosen = [pool[int(rng.integers(len(pool)))]]
-    return chosen
 
 
 def _face_vector(frame: FaceFrame, direction: tuple[float, float], side: float, turn: float) -> np.ndarray:

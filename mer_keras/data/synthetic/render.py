@@ -24,8 +24,16 @@ the inversion residual is below 0.01 px and cv2.remap quantises sampling positio
 1/32 px, so the stored flows describe the frames to a few hundredths of a pixel (up to
 interpolation and uint8 rounding of the frames).
 
-Sensor noise is added per frame after warping (Gaussian, drawn through a 256-level
-inverse-CDF table for speed) and frames are rounded to uint8 with the subject's
+The expression also changes the face's appearance (creases, furrows, bulges:
+:mod:`.appearance`): after the warp, frame ``t`` is shaded by ``(1 + s(t) * A)``, with
+``A`` the clip's relative brightness change at the apex (:func:`.appearance.appearance_change`,
+for the same actions as the motion) and ``s(t)`` the expression's temporal profile, so
+the shading is 0 at the onset and largest at the apex. The shading is not motion: the
+stored flows remain the geometric field ``D_t``. ``appearance_strength=0`` renders
+exactly the motion-only clip.
+
+Sensor noise is added per frame after warping and shading (Gaussian, drawn through a
+256-level inverse-CDF table for speed) and frames are rounded to uint8 with the subject's
 channels (RGB, or grey).
 """
 
@@ -38,8 +46,9 @@ from statistics import NormalDist
 import cv2
 import numpy as np
 
+from .appearance import APPEARANCE_STRENGTH, appearance_change, check_strength
 from .faces import SyntheticSubject
-from .motion import blink_field, check_amplitude, check_label, displacement_field
+from .motion import blink_field, check_amplitude, check_label, displacement_field, draw_actions
 
 AMPLITUDE_RANGE = (0.5, 3.0)
 """Default per-clip range of the expression's peak displacement, in pixels."""
@@ -76,6 +85,11 @@ class SyntheticClip:
     ``expression_flow``: ``(H, W, 2)`` float32, the expression-only part of
     ``apex_flow`` (no jitter, no blink). ``blink``: whether a blink happens anywhere in
     the clip. ``label``: the class rendered.
+
+    ``appearance_change``: ``(H, W)`` float32, the relative brightness change of the
+    expression's shading at the apex (frame ``t`` is shaded by ``1 + s(t) x`` this, ``s``
+    the expression profile; all zero when the appearance model is off). ``actions``: the
+    names of the action units the clip contains (motion and shading).
     """
 
     frames: list[np.ndarray]
@@ -86,6 +100,8 @@ class SyntheticClip:
     expression_flow: np.ndarray
     blink: bool
     label: str
+    appearance_change: np.ndarray
+    actions: tuple[str, ...]
 
 
 def render_clip(
@@ -99,6 +115,7 @@ def render_clip(
     noise_sigma: float = 1.5,
     jitter_px: float = 0.3,
     blink_prob: float = 0.25,
+    appearance_strength: float = APPEARANCE_STRENGTH,
 ) -> SyntheticClip:
     """Render one clip of ``label`` on ``subject``; deterministic given the state of ``rng``.
 
@@ -107,13 +124,22 @@ def render_clip(
     defaults to uniform in :data:`AMPLITUDE_RANGE`. ``noise_sigma`` is the sensor noise
     standard deviation in grey levels (0 disables it), ``jitter_px`` the typical size of
     the head-jitter random walk in px (0 disables it), ``blink_prob`` the probability
-    that a blink happens during the clip.
+    that a blink happens during the clip. ``appearance_strength`` is the largest relative
+    brightness change of the expression's shading, in ``[0, 0.5]``
+    (:data:`.appearance.APPEARANCE_STRENGTH`, 0.24 = 24 % at the deepest crease; each clip
+    draws its own peak in ``[0.6, 1] x`` this); 0 disables it, and the frames are then
+    exactly those of the motion-only renderer.
+
+    The shading's random variation comes from a child generator (``rng.spawn``), which
+    does not advance ``rng``: the motion, blink, jitter and noise of this clip, and every
+    later clip drawn from ``rng``, are the same whatever ``appearance_strength``.
     """
     label = check_label(label)
     n_frames, apex = _check_timing(n_frames, apex_index)
     noise_sigma = _check_nonnegative("noise_sigma", noise_sigma)
     jitter_px = _check_nonnegative("jitter_px", jitter_px)
     blink_prob = _check_nonnegative("blink_prob", blink_prob)
+    appearance_strength = check_strength(appearance_strength)
     if blink_prob > 1:
         raise ValueError(f"blink_prob must be in [0, 1], got {blink_prob!r}")
     if not isinstance(rng, np.random.Generator):
@@ -126,7 +152,8 @@ def render_clip(
     amplitude = rng.uniform(*AMPLITUDE_RANGE) if amplitude is None else check_amplitude(amplitude)
     if apex is None:
         apex = int(rng.integers(max(1, round(0.3 * (n_frames - 1))), round(0.7 * (n_frames - 1)) + 1))
-    expression = displacement_field(subject.landmarks, shape_hw, label, amplitude, rng)
+    actions = draw_actions(label, rng)
+    expression = displacement_field(subject.landmarks, shape_hw, label, amplitude, rng, actions=actions)
     profile = expression_profile(n_frames, apex, rng)
 
     blink = bool(rng.random() < blink_prob)
@@ -140,11 +167,17 @@ def render_clip(
 
     fields = (expression,) if blink_flow is None else (expression, blink_flow)
     warper = _Warper(image, fields, max_shift=float(np.abs(jitter).max()))
+    if appearance_strength > 0:
+        change = appearance_change(subject.landmarks, shape_hw, actions, appearance_strength, _child(rng))
+    else:
+        change = np.zeros(shape_hw, np.float32)
+    shading = _Shading(change)
     noise = _Noise(shape_hw + image.shape[2:], noise_sigma, rng)
     frames = []
     for t in range(n_frames):
         coefficients = (profile[t],) if blink_flow is None else (profile[t], blink_weights[t])
         warped = warper.warp(coefficients, jitter[t])
+        shading.apply(warped, profile[t])
         frames.append(noise.add(warped))
 
     apex_flow = expression + jitter[apex].astype(np.float32)  # profile[apex] == 1 exactly
@@ -159,6 +192,8 @@ def render_clip(
         expression_flow=expression,
         blink=blink,
         label=label,
+        appearance_change=change,
+        actions=tuple(a.name for a in actions),
     )
 
 
@@ -307,6 +342,37 @@ class _Warper:
             map_x[y0:y1, x0:x1] = px
             map_y[y0:y1, x0:x1] = py
         return cv2.remap(self.source, map_x, map_y, FRAME_INTERPOLATION, borderMode=cv2.BORDER_REPLICATE)
+
+
+def _child(rng: np.random.Generator) -> np.random.Generator:
+    """An independent generator derived from ``rng`` without advancing it (``Generator.spawn``).
+
+    Generators without a seed sequence (built from a bare, legacy-seeded bit generator)
+    cannot spawn; for those one draw of ``rng`` seeds the child instead.
+    """
+    try:
+        return rng.spawn(1)[0]
+    except TypeError:
+        return np.random.default_rng(int(rng.integers(2**63)))
+
+
+class _Shading:
+    """Multiplies frames by ``1 + c * change`` on the box where ``change`` is non-zero (in place)."""
+
+    def __init__(self, change: np.ndarray):
+        rows, cols = np.flatnonzero(change.any(axis=1)), np.flatnonzero(change.any(axis=0))
+        self.box = None
+        if rows.size:
+            self.box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+            self.change = change[self.box]
+
+    def apply(self, frame: np.ndarray, coefficient: float) -> None:
+        """Shade ``frame`` (float32, ``H x W`` or ``H x W x C``) by ``coefficient`` times the change."""
+        if self.box is None or coefficient == 0:
+            return
+        factor = 1.0 + np.float32(coefficient) * self.change
+        region = frame[self.box]
+        region *= factor if frame.ndim == 2 else factor[..., None]
 
 
 def _peak(field: np.ndarray) -> float:
