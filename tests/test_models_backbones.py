@@ -133,3 +133,18 @@ def test_flops_and_summary_table():
     assert df.trainable_params.tolist() == [1_256_679, 1_535_955]
     assert (df.flops == 2 * df.macs).all()
     assert df.flops[1] > df.flops[0] > 2.8e8
+
+
+def test_deit_variants_advertise_deit_keywords():
+    """The DeiT size builders expose DeiT's keyword arguments, so the two-stage recipe can drop
+    the ``activation=`` that DeiT does not take instead of crashing."""
+    import inspect
+
+    from mer_keras.models.deit import DeiTBase, DeiTTiny
+    from mer_keras.training.two_stage import _builder_kwargs
+
+    params = inspect.signature(DeiTTiny).parameters
+    assert "variant" not in params and params["name"].default == "deit_tiny" and "token_dropout" in params
+    assert inspect.signature(DeiTBase).parameters["name"].default == "deit_base"
+    kept, dropped = _builder_kwargs(DeiTTiny, {"activation": "leaky_relu", "l2": 0.1, "dropout": 0.5})
+    assert kept == {"l2": 0.1, "dropout": 0.5} and dropped == {"activation": "leaky_relu"}

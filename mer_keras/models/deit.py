@@ -16,6 +16,8 @@ Layer names: ``patch_embed``, ``patch_flatten``, ``cls_token``, ``pos_embed``,
 
 from __future__ import annotations
 
+import inspect
+
 import keras
 
 from mer_keras.models import heads as _h
@@ -83,6 +85,12 @@ def _variant(variant, count):
         return DeiT(include_top, weights, input_tensor, input_shape, pooling, classes,
                     classifier_activation, name, variant=variant, **kwargs)
 
+    # Advertise DeiT's own keyword arguments (not ``**kwargs``), so callers that pass only
+    # what a builder accepts (the two-stage recipe's shared ``activation=``) can tell.
+    signature = inspect.signature(DeiT)
+    builder.__signature__ = signature.replace(
+        parameters=[p.replace(default=f"deit_{variant}") if p.name == "name" else p
+                    for p in signature.parameters.values() if p.name != "variant"])
     builder.__name__ = builder.__qualname__ = f"DeiT{variant.capitalize()}"
     builder.__doc__ = (f"DeiT-{variant.capitalize()}/16 ({count} trainable params at 1000 "
                        "classes). See :func:`DeiT` for the arguments.")
