@@ -12,8 +12,8 @@ import pytest
 from mer_keras.training import LeakageError, get_recipe, loso_folds, run_loso, seed_for
 from mer_keras.training.recipes import CORRECTED_L2
 from mer_keras.training.two_stage import (
-    PlateauSchedule, build_stage2, build_two_stage_model, load_two_stage_data, loss_terms, pretrain_fold,
-    stage2_training_set, train_fold_two_stage)
+    PlateauSchedule, build_stage2, build_two_stage_model, load_two_stage_data, loss_terms, pooled_frames, pretrain_fold,
+    stage2_pool, stage2_rows, stage2_training_set, train_fold_two_stage)
 
 SIZE = 48
 SMALL = {"width_multiplier": 0.5}
@@ -197,6 +197,53 @@ def test_flip_doubling_of_positive_and_surprise_frames(data, fold):
         assert np.array_equal(mirrored, hflip_image(orig)) and not np.array_equal(mirrored, orig)
     assert np.array_equal(out["frame_to_clip"][n:], owner0[np.isin(y0, flip)])
     assert np.array_equal(out["y"], frames.y[out["frame_to_clip"]])
+
+
+def _concatenated_stage2_set(frames, index, flip):
+    """The stage-2 set as built before the one-buffer version: frames, then mirrored copies, concatenated."""
+    x, owner = frames.expand_frames(index)
+    y = frames.y[owner]
+    chosen = np.isin(y, flip)
+    mirrored = np.ascontiguousarray(x[chosen][:, :, ::-1, :])
+    return {"x": np.concatenate([x, mirrored]), "y": np.concatenate([y, y[chosen]]),
+            "frame_to_clip": np.concatenate([owner, owner[chosen]]),
+            "flipped": np.concatenate([np.zeros(len(x), bool), np.ones(int(chosen.sum()), bool)])}
+
+
+@pytest.mark.parametrize("order", ["fold", "shuffled"])
+def test_stage2_set_and_pool_rows_equal_the_concatenation(data, fold, order):
+    from mer_keras.training.datasets import TENSOR_ALIGNMENT
+
+    _, frames = data
+    flip = [1, 2]
+    index = fold.train_index if order == "fold" else np.random.default_rng(0).permutation(fold.train_index)
+    old = _concatenated_stage2_set(frames, index, flip)
+    new = stage2_training_set(frames, index, flip)
+    pool = stage2_pool(frames, flip)
+    rows = stage2_rows(pool, index)
+    for key in ("x", "y", "frame_to_clip", "flipped"):
+        assert new[key].dtype == old[key].dtype and np.array_equal(new[key], old[key]), key
+        assert np.array_equal(pool[key][rows], old[key]), key
+    assert new["x"].ctypes.data % TENSOR_ALIGNMENT == 0 and pool["x"].ctypes.data % TENSOR_ALIGNMENT == 0
+    assert len(pool["x"]) == sum(len(s) for s in frames.x) + sum(len(s) for s, y in zip(frames.x, frames.y) if y in flip)
+    # the frames can live in the pool only: views, same values
+    viewed = pooled_frames(frames, pool)
+    assert all(np.shares_memory(v, pool["x"]) and np.array_equal(v, s) for v, s in zip(viewed.x, frames.x))
+
+
+def test_pooled_fold_gives_the_same_numbers_as_the_per_fold_set(data, fold):
+    """run_loso trains on rows of one run-wide pool; a direct call builds the fold's set: same scores, bit for bit."""
+    flow, frames = data
+    r = small(epochs=2, pretrain_epochs=1, backbone="ststnet")
+    pool = stage2_pool(frames, [1, 2])
+    scores, history = train_fold_two_stage(flow, frames, fold, r, 3)
+    pooled, pooled_history = train_fold_two_stage(flow, pooled_frames(frames, pool), fold, r, 3, pool=pool)
+    assert np.array_equal(scores, pooled)
+    assert history["train"]["loss"] == pooled_history["train"]["loss"]
+    for key in ("n_train_frames", "n_flipped_frames", "n_test_frames"):
+        assert history["info"][key] == pooled_history["info"][key]
+    with pytest.raises(ValueError, match="stage2_pool"):
+        train_fold_two_stage(flow, frames, fold, r, 3, pool=stage2_pool(frames, [1]))
 
 
 def test_clip_score_is_the_mean_of_its_frame_scores(data, fold):

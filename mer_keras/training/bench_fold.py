@@ -15,11 +15,16 @@ process or of the ``prepare`` workers. The child reports:
   of each stage also traces and instantiates the compiled loop, so the steady rate is taken
   over the later epochs (with one epoch only, the first-epoch rate is reported and marked);
 * the peak RSS after loading the data (flow images and frame stacks of every clip), at the
-  end of stage 1 and at the end of the fold, against the 4 GB target.
+  end of stage 1 and at the end of the fold, against the 4 GB target;
+* with ``folds=N`` (``experiments/00b_fold_memory_bench.py --folds N``), N folds train one
+  after the other in the same child, as in a full run, and the current RSS
+  (``/proc/self/status`` ``VmRSS``) is read as each fold returns: the growth across folds.
 
 The fold left out is the subject with the fewest clips (the largest training set, so the
-largest stage-2 tensor). If the child dies (e.g. killed by the kernel's out-of-memory
-killer) the exit code is reported instead of numbers.
+largest stage-2 tensor); with ``folds=N`` the N such subjects, trained in the engine's
+(name) order. The fold's run folder is deleted first (the engine would otherwise reuse
+finished folds of the same config and measure nothing). If the child dies (e.g. killed by
+the kernel's out-of-memory killer) the exit code is reported instead of numbers.
 
 Data. A synthetic cache of MEGC2019 size (442 clips, 68 subjects, the real class counts per
 dataset and subject) at 224 px, prepared by :func:`~mer_keras.preprocess.cache.prepare`
@@ -39,29 +44,49 @@ The printed table also lists, as a reference line only, the throughput measured 
 official Off-TANet PyTorch code on this CPU (:data:`REFERENCE_LINE`): a different model
 and input, for scale.
 
-Measured (``--epochs 2``, real size, 30 frames per clip, width 1.0x, 2 shared CPU cores,
-TensorFlow 2.21 / Keras 3; the cache took 5 min to prepare; the first stage-2 epoch ran
-while other processes loaded the machine, load average 5-13, the second under less load)::
+Measured (``mer-keras bench fold --epochs 2``, real size, 30 frames per clip, width 1.0x,
+2 CPU cores shared with other jobs, load average 4-9, so the rates are not comparable
+between runs; TensorFlow 2.21 / Keras 3.15). Before and after the memory changes of
+:mod:`~mer_keras.training.two_stage` and :class:`~mer_keras.training.loso._Trainer`::
 
     data: 442 clips / 68 subjects, 13,260 frames = 0.62 GB uint8; left-out samm/030 (4 clips)
     stage-2 training frames: 13,140 + 5,730 mirrored
-    stage                          samples/epoch  epochs  1st epoch s  s/epoch  samples/s
-    1 pre-training (flow images)             198       2         36.5      8.1       24.5
-    2 training (frames)                   18,870       2       1298.5    648.2       29.1
-    reference: Off-TANet official PyTorch code: 262 samples/s on this CPU
-    peak RSS: after loading the data 0.78 GB, after stage 1 2.89 GB, end 5.39 GB
-    peak / 4 GB target: 1.35 (ABOVE the target)
+                                    before                      after
+    peak RSS after loading          0.78 GB                     0.78 GB
+    peak RSS after stage 1          2.89 GB                     3.15 GB
+    peak RSS, end of the fold       5.39 GB (1.35 of 4 GB)      3.15 GB (0.79 of 4 GB)
+    stage-2 samples/s (2nd epoch)   29.1 (less loaded)          14.5 (loaded)
 
-The data loading is not what breaks the target (every clip's frames stay uint8: 0.78 GB
-after loading). The stage-2 set-up is: ``stage2_training_set`` concatenates the training
-frames and their mirrored copies into a new 0.88 GB array (about 2 GB transient), and the
-engine's ``tf.constant`` of it keeps 1.76 GB more (twice the array; measured in isolation:
-``tf.constant`` of a 0.88 GB uint8 array raises the RSS by 1.79 GB and keeps it after the
-numpy array is deleted) while the numpy array stays alive. A prototype that fills the
-training and mirrored frames into one 64-byte-aligned uint8 buffer and hands it to
-TensorFlow without a copy (``tf.experimental.dlpack.from_dlpack``; an unaligned buffer
-fails TensorFlow's alignment check) measured a peak of 3.82 GB (0.95 of the target) on the
-same fold.
+What held the memory (before):
+
+* the stage-2 set: ``stage2_training_set`` concatenated the training frames and their
+  mirrored copies into a new 0.88 GB array (about 2 GB transient with the intermediate
+  frame and mirror copies), next to the frame stacks (0.62 GB) it was copied from;
+* ``tf.constant`` of that array in the engine's trainer: +1.79 GB for a 0.88 GB uint8
+  array (measured in isolation; at 96 MB, +195 MB: twice the array, whether or not it is
+  64-byte aligned, same for float32) while the numpy array stayed alive. A prototype that
+  filled one 64-byte-aligned buffer per fold and handed it over through DLPack (no copy;
+  an unaligned buffer fails TensorFlow's alignment check) measured 3.82 GB (0.95);
+* across folds, each fold's traced epoch graphs: Keras' TensorFlow optimiser all-reduces
+  the gradients through ``tf.custom_gradient``, which registers a gradient function in
+  TensorFlow's process-wide registry that is never removed and holds the graph (2
+  ``FuncGraph`` objects per fold surviving ``gc.collect()`` and ``clear_session()``).
+
+Now a run holds every frame once, in one aligned buffer with the mirrored frames appended
+(:func:`~mer_keras.training.two_stage.stage2_pool`, 0.89 GB at this size), that
+TensorFlow reads without a copy; a fold trains on its rows of it, and the trainer skips the
+one-replica all-reduce. The peak is now reached in stage 1 (pre-training activations; the
+stage-2 set-up adds nothing above it).
+
+Growth across folds (``experiments/00b_fold_memory_bench.py --size 64 --epochs 1
+--pretrain-epochs 1 --folds N``, RSS after each fold; before with 12 folds, after with 6)::
+
+    fold       1     2     3     4     5     6     7     8     9    10    11    12
+    before  1.36  1.67  2.00  2.29  2.60  2.91  3.20  3.50  3.81  4.14  4.43  4.73 GB (peak 4.93)
+    after   1.20  1.20  1.20  1.21  1.21  1.21                                     GB (peak 1.34)
+
+Before, every fold kept about 0.3 GB (its traced graphs); now the RSS stays flat, so a
+full 68-fold run holds what one fold holds.
 """
 
 from __future__ import annotations
@@ -69,6 +94,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -206,14 +232,26 @@ def _peak_rss_bytes() -> int:
     return int(peak if sys.platform == "darwin" else peak * 1024)  # Linux reports KiB, macOS bytes
 
 
-def _fold_child(cache: str, recipe, subject: str, out_dir: str, result_path: str) -> None:
-    """Runs in the spawned child: one fold through ``run_loso``, timings and peak RSS to ``result_path``."""
+def _rss_bytes() -> int | None:
+    """The current resident set size (Linux ``/proc/self/status``; ``None`` elsewhere)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _fold_child(cache: str, recipe, subjects: list[str], out_dir: str, result_path: str) -> None:
+    """Runs in the spawned child: the folds through ``run_loso``, timings and RSS to ``result_path``."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import mer_keras.training.loso as loso
     import mer_keras.training.two_stage as two_stage
     from mer_keras.training import run_loso
 
-    measured: dict = {"peak_rss_start": _peak_rss_bytes(), "epochs": [], "hooked": []}
-    trainers: list[int] = []
+    measured: dict = {"peak_rss_start": _peak_rss_bytes(), "epochs": [], "hooked": [], "per_fold": []}
+    stages_seen = [0]  # trainers met in the current fold (stage 1, stage 2)
 
     load = getattr(two_stage, "load_two_stage_data", None)
     if load is not None:
@@ -232,43 +270,54 @@ def _fold_child(cache: str, recipe, subject: str, out_dir: str, result_path: str
     run_epoch = getattr(two_stage, "_run_epoch", None)
     if run_epoch is not None:
         def timed_epoch(trainer, perm, lr):
-            if id(trainer) not in trainers:
-                trainers.append(id(trainer))
+            if not hasattr(trainer, "_bench_stage"):  # marks the object (an id could be reused after a free)
+                trainer._bench_stage = stages_seen[0]
+                stages_seen[0] += 1
             t = time.perf_counter()
             out = run_epoch(trainer, perm, lr)
-            measured["epochs"].append({"trainer": trainers.index(id(trainer)), "n": int(len(perm)),
-                                       "s": time.perf_counter() - t, "peak_rss": _peak_rss_bytes()})
+            measured["epochs"].append({"fold": len(measured["per_fold"]), "trainer": trainer._bench_stage,
+                                       "n": int(len(perm)), "s": time.perf_counter() - t,
+                                       "peak_rss": _peak_rss_bytes()})
             return out
 
         two_stage._run_epoch = timed_epoch
         measured["hooked"].append("_run_epoch")
 
+    execute_folds = loso.execute_folds
+
+    def measured_folds(*args, **kwargs):  # the RSS once each fold has returned (before it is stored)
+        for result in execute_folds(*args, **kwargs):
+            measured["per_fold"].append({"fold": result.fold.name, "rss": _rss_bytes(), "peak_rss": _peak_rss_bytes()})
+            stages_seen[0] = 0
+            yield result
+
+    loso.execute_folds = measured_folds
     t = time.perf_counter()
-    run_loso(cache, recipe, out_dir, subjects=[subject], progress=False, overwrite=True)
+    run_loso(cache, recipe, out_dir, subjects=subjects, progress=False, overwrite=True)
     measured["fold_s"] = time.perf_counter() - t
     measured["peak_rss_end"] = _peak_rss_bytes()
-    done = sorted(Path(out_dir).glob("folds/*/done.json"))
-    measured["info"] = json.loads(done[0].read_text()).get("extra", {}) if done else {}
+    first = measured["per_fold"][0]["fold"] if measured["per_fold"] else None
+    done = Path(out_dir) / "folds" / str(first) / "done.json"
+    measured["info"] = json.loads(done.read_text()).get("extra", {}) if done.is_file() else {}
     Path(result_path).write_text(json.dumps(measured))
 
 
 # ----------------------------------------------------------------------------- driver
 
 
-def _pick_subject(cache: str) -> tuple[str, int]:
-    """The LOSO group with the fewest labelled clips (ties: the first name): the largest training set."""
+def _pick_subjects(cache: str, n: int = 1) -> list[tuple[str, int]]:
+    """The ``n`` LOSO groups with the fewest labelled clips (ties: by name), by name: the largest training sets."""
     from mer_keras.data.composites import fold_groups
     from mer_keras.preprocess.cache import PreparedCache
 
     table = PreparedCache(cache).manifest
     counts = fold_groups(table[table["label_id"] >= 0]).value_counts()
-    smallest = counts[counts == counts.min()].index
-    subject = sorted(smallest)[0]
-    return subject, int(counts[subject])
+    ranked = sorted(counts.items(), key=lambda item: (item[1], item[0]))[:n]
+    return sorted((str(subject), int(count)) for subject, count in ranked)  # the engine's fold order
 
 
 def _stage_rates(epochs: list[dict], stage: int) -> dict:
-    rows = [e for e in epochs if e["trainer"] == stage]
+    rows = [e for e in epochs if e["trainer"] == stage and e.get("fold", 0) == 0]  # the first fold
     if not rows:
         return {}
     steady = rows[1:] or rows
@@ -288,6 +337,7 @@ def run_fold_bench(
     pretrain_epochs: int | None = None,
     recipe: str = "shufflenet_svm_corrected",
     width: float = 1.0,
+    folds: int = 1,
     seed: int = 0,
     workers: int | None = None,
     progress: bool = True,
@@ -297,16 +347,19 @@ def run_fold_bench(
 
     ``epochs`` / ``pretrain_epochs`` (default ``epochs``): epochs of stage 2 / stage 1
     (at least 2 each for a steady rate; the numbers are throughput, not accuracy).
-    ``width``: ShuffleNetV2 width multiplier. ``workdir``: where the synthetic sources, the
-    cache and the fold's run folder go (kept; default a temporary folder, deleted).
+    ``width``: ShuffleNetV2 width multiplier. ``folds``: folds trained one after the other
+    in the same child (the ``folds`` subjects with the fewest clips, in name order); the RSS
+    after each is in ``rss["per_fold"]`` (growth across folds), the rates are the first
+    fold's. ``workdir``: where the synthetic sources, the cache and the fold's run folder go
+    (kept; default a temporary folder, deleted).
 
     Returns ``{"data": {...}, "fold": {...}, "stage1": {...}, "stage2": {...}, "rss": {...},
     "reference": REFERENCE_LINE}`` (``"error"`` instead of the measurements if the child died).
     """
     from mer_keras.training import get_recipe
 
-    if epochs < 1 or (pretrain_epochs is not None and pretrain_epochs < 1):
-        raise ValueError("epochs and pretrain_epochs must be >= 1")
+    if epochs < 1 or (pretrain_epochs is not None and pretrain_epochs < 1) or folds < 1:
+        raise ValueError("epochs, pretrain_epochs and folds must be >= 1")
     base = get_recipe(recipe)
     if base.trainer != "two_stage":
         raise ValueError(f"recipe {recipe!r} is not a two-stage recipe")
@@ -323,12 +376,14 @@ def run_fold_bench(
     try:
         data = prepare_megc_sized_cache(workdir, size=size, frames_per_clip=frames_per_clip, clips=clips, seed=seed,
                                         workers=workers, progress=progress)
-        subject, n_test = _pick_subject(data["cache"])
+        picked = _pick_subjects(data["cache"], folds)
+        subject, n_test = picked[0]
         run_dir = workdir / "fold_run"
+        shutil.rmtree(run_dir, ignore_errors=True)  # the engine would reuse finished folds of the same config
         result_path = workdir / "fold_result.json"
         result_path.unlink(missing_ok=True)
         ctx = multiprocessing.get_context("spawn")
-        child = ctx.Process(target=_fold_child, args=(data["cache"], fold_recipe, subject, str(run_dir),
+        child = ctx.Process(target=_fold_child, args=(data["cache"], fold_recipe, [s for s, _ in picked], str(run_dir),
                                                       str(result_path)), name="mer-keras-bench-fold")
         start = time.perf_counter()
         child.start()
@@ -337,7 +392,7 @@ def run_fold_bench(
         out: dict = {"data": {**data, "size": size, "frames_per_clip": frames_per_clip},
                      "fold": {"subject": subject, "n_test": n_test, "recipe": fold_recipe.name, "width": width,
                               "epochs": fold_recipe.epochs, "pretrain_epochs": fold_recipe.pretrain_epochs,
-                              "child_wall_s": wall, "cpu_count": os.cpu_count()},
+                              "n_folds": len(picked), "child_wall_s": wall, "cpu_count": os.cpu_count()},
                      "reference": REFERENCE_LINE, "rss_target_bytes": RSS_TARGET_BYTES}
         if child.exitcode != 0 or not result_path.is_file():
             reason = ("killed by signal 9 (SIGKILL; on Linux usually the out-of-memory killer)"
@@ -363,7 +418,7 @@ def run_fold_bench(
             peak = measured["peak_rss_end"]
             out["rss"] = {"start": measured.get("peak_rss_start"), "after_load": measured.get("peak_rss_after_load"),
                           "after_stage1": out["stage1"].get("peak_rss"), "peak": peak,
-                          "ratio_to_target": peak / RSS_TARGET_BYTES}
+                          "ratio_to_target": peak / RSS_TARGET_BYTES, "per_fold": measured.get("per_fold", [])}
     finally:
         if tmp is not None:
             tmp.cleanup()
@@ -388,7 +443,9 @@ def format_fold_bench(results: dict) -> str:
         + (f", {frames:,} frames = {_gb(d.get('frame_bytes'))} {d.get('frame_dtype')}" if frames else "")
         + (f"; cache {'reused' if d['reused'] else 'prepared'} in {d['seconds']:.0f} s"),
         f"  fold: left-out {f['subject']} ({f['n_test']} clips), {f['pretrain_epochs']} pre-training + "
-        f"{f['epochs']} training epochs; child wall time {f['child_wall_s']:.0f} s",
+        f"{f['epochs']} training epochs"
+        + (f"; {f['n_folds']} folds in one process" if f.get("n_folds", 1) > 1 else "")
+        + f"; child wall time {f['child_wall_s']:.0f} s",
     ]
     if "error" in results:
         return "\n".join(lines + [f"  ERROR: {results['error']}"])
@@ -412,4 +469,9 @@ def format_fold_bench(results: dict) -> str:
                   f"{_gb(r['after_load'])}, after stage 1 {_gb(r['after_stage1'])}, end {_gb(r['peak'])}",
               f"  peak / 4 GB target: {r['ratio_to_target']:.2f} "
               f"({'within' if r['ratio_to_target'] <= 1 else 'ABOVE'} the target)"]
+    per_fold = r.get("per_fold") or []
+    if len(per_fold) > 1:
+        lines += ["", f"  {'fold':>4} {'left out':<16} {'RSS after':>10} {'peak so far':>11}"]
+        lines += [f"  {i:>4} {p['fold']:<16} {_gb(p['rss']):>10} {_gb(p['peak_rss']):>11}"
+                  for i, p in enumerate(per_fold, 1)]
     return "\n".join(lines)

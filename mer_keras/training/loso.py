@@ -253,24 +253,54 @@ def epoch_steps(model, optimizer, loss_fn, x, y, perm, batch_size: int, *, mixed
 
 
 class _Trainer:
-    """Compiled per-epoch training and inference of one fold's model (in-memory tensors)."""
+    """Compiled per-epoch training and inference of one fold's model (in-memory tensors).
+
+    ``x_train`` reaches TensorFlow through :func:`~mer_keras.training.datasets.to_tensor`:
+    without a copy for a 64-byte-aligned buffer (the two-stage frames), else copied. The
+    compiled functions close over the model, optimiser and tensors, not over the trainer,
+    so a dropped trainer frees its tensors at once (no reference cycle waiting for the
+    garbage collector).
+
+    Without a ``tf.distribute`` strategy the optimiser skips its gradient all-reduce
+    (:meth:`_skip_all_reduce`): a sum over one replica, the identity, but Keras' TensorFlow
+    optimiser runs it through ``tf.custom_gradient``, which in a traced function registers a
+    gradient function in TensorFlow's process-wide gradient registry and never removes it.
+    That function holds the traced epoch graph, so every fold's graph (model, gradients,
+    optimiser update) stayed alive: measured +0.24 GB per two-stage fold at 64 px and 2
+    ``FuncGraph`` objects per fold surviving ``gc.collect()`` and ``clear_session()``.
+    """
 
     def __init__(self, model, recipe: Recipe, x_train, y_train, n_classes: int, mixed: bool):
         import tensorflow as tf
 
-        self.model, self.recipe = model, recipe
-        self.optimizer = _optimizer(recipe, mixed)
-        self.optimizer.build(model.trainable_variables)
-        self.loss_fn = _loss(recipe, n_classes)
-        self.x = tf.constant(x_train)
-        self.y = tf.constant(y_train.astype(np.int32))
-        self.mixed = mixed
-        self._epoch = tf.function(self._epoch_fn, reduce_retracing=True)
-        self._infer = tf.function(lambda x: tf.cast(self.model(x, training=False), tf.float32), reduce_retracing=True)
+        from .datasets import to_tensor
 
-    def _epoch_fn(self, perm):
-        return epoch_steps(self.model, self.optimizer, self.loss_fn, self.x, self.y, perm, self.recipe.batch_size,
-                           mixed=self.mixed)
+        self.model, self.recipe, self.mixed = model, recipe, mixed
+        self.optimizer = optimizer = self._skip_all_reduce(_optimizer(recipe, mixed))
+        optimizer.build(model.trainable_variables)
+        self.loss_fn = loss_fn = _loss(recipe, n_classes)
+        self.x = x = to_tensor(x_train)
+        self.y = y = tf.constant(np.asarray(y_train).astype(np.int32))
+        batch_size = recipe.batch_size
+
+        def epoch(perm):
+            return epoch_steps(model, optimizer, loss_fn, x, y, perm, batch_size, mixed=mixed)
+
+        def infer(batch):
+            return tf.cast(model(batch, training=False), tf.float32)
+
+        self._epoch = tf.function(epoch, reduce_retracing=True)
+        self._infer = tf.function(infer, reduce_retracing=True)
+
+    @staticmethod
+    def _skip_all_reduce(optimizer):
+        """``optimizer`` (and a loss-scale optimizer's inner one) without the one-replica all-reduce (see above)."""
+        import tensorflow as tf
+
+        if not tf.distribute.has_strategy():
+            for opt in {id(o): o for o in (optimizer, getattr(optimizer, "inner_optimizer", optimizer))}.values():
+                opt._all_reduce_sum_gradients = list  # (grads, variables) pairs unchanged
+        return optimizer
 
     def train_epoch(self, epoch: int, perm: np.ndarray) -> tuple[float, float, float]:
         lr = self.recipe.lr_at(epoch)

@@ -46,7 +46,19 @@ Both stages reuse the engine's compiled epoch loop (:class:`mer_keras.training.l
 one ``tf.function`` per epoch over in-memory tensors). Everything fitted sees training
 subjects only: :func:`~mer_keras.training.folds.assert_subject_disjoint` is called for
 fold train/test (both datasets), pre-training fit/validation, validation/test and, in
-stage 2, for the frames' clips.
+stage 2, for the clips of the frames trained on.
+
+Memory. A run through :func:`two_stage_inputs` holds every frame once: one 64-byte-aligned
+buffer (:func:`stage2_pool`) with all clips' frames followed by the mirrored frames of the
+``flip_classes`` clips; the frame dataset's stacks are views into it
+(:func:`pooled_frames`), and TensorFlow reads it without a copy
+(:func:`~mer_keras.training.datasets.to_tensor`). A fold's stage 2 gathers its training
+rows (:func:`stage2_rows`: the same samples, in the same order, as
+:func:`stage2_training_set`; the test subject's rows are in the buffer but never among
+them, checked), so no per-fold copy is made. Before, each fold concatenated the frames and
+their mirrored copies into a new array (0.88 GB at 224 px on the MEGC-sized benchmark, about
+2 GB transient) and ``tf.constant`` copied it again; the measured peaks are in
+:mod:`mer_keras.training.bench_fold`.
 
 L2 = 0.2 (paper, Experiments: "L2 regularization at a scale of 0.2") collapses training.
 Keras' ``L2(0.2)`` adds ``0.2 * sum(w**2)`` per kernel: 1045 for ShuffleNetV2 1.0x at
@@ -66,6 +78,7 @@ the full numbers).
 
 from __future__ import annotations
 
+import gc
 import inspect
 import time
 from pathlib import Path
@@ -73,14 +86,15 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .datasets import LOSODataset, clip_scores
+from .datasets import LOSODataset, aligned_empty, clip_scores
 from .folds import Fold, assert_subject_disjoint, balanced_indices, inner_split
 from .loso import _Trainer, seed_for
 from .recipes import Recipe
 
 __all__ = [
     "PlateauSchedule", "build_stage2", "build_two_stage_model", "load_two_stage_data", "loss_terms",
-    "pretrain_fold", "stage2_training_set", "train_fold_two_stage", "two_stage_fingerprint", "two_stage_inputs",
+    "pooled_frames", "pretrain_fold", "stage2_pool", "stage2_rows", "stage2_training_set", "train_fold_two_stage",
+    "two_stage_fingerprint", "two_stage_inputs",
 ]
 
 
@@ -134,23 +148,79 @@ def two_stage_fingerprint(flow: LOSODataset, frames: LOSODataset) -> dict:
     return {**dataset_fingerprint(flow), "n_frames": n_frames, "frames_sha256": h.hexdigest()[:16]}
 
 
+def stage2_pool(frames: LOSODataset, flip_labels) -> dict[str, np.ndarray]:
+    """Every stage-2 sample of ``frames`` in one buffer: each clip's frames, then the mirrored ones.
+
+    ``x`` (``F' x S x S x C``, same dtype as the frames) is filled once, in a
+    64-byte-aligned buffer (:func:`~mer_keras.training.datasets.aligned_empty`, so the
+    trainer hands it to TensorFlow without a copy): the frames of every clip in dataset
+    order, then a mirrored copy (left-right, :func:`~mer_keras.preprocess.augment.hflip_image`)
+    of the frames of each clip whose label is in ``flip_labels``, in dataset order (paper,
+    "Pre-processing": positive and surprise "expanded by horizontal inversion"; grey frames
+    carry no flow, so nothing is negated). Per row: ``y`` (the clip's label),
+    ``frame_to_clip`` (dataset position of the clip) and ``flipped``; per clip: ``start``
+    (first row of its frames), ``flip_start`` (first row of its mirrored frames, -1 when
+    not mirrored) and ``length``. :func:`stage2_rows` picks a fold's training rows.
+    """
+    flip = np.asarray(sorted(set(int(v) for v in flip_labels)), dtype=np.int64)
+    length = np.array([len(stack) for stack in frames.x], dtype=np.int64)
+    mirrored = np.isin(frames.y, flip)
+    start = np.concatenate([[0], np.cumsum(length)[:-1]])
+    n = int(length.sum())
+    flip_start = np.full(len(frames), -1, dtype=np.int64)
+    flip_start[mirrored] = n + np.concatenate([[0], np.cumsum(length[mirrored])[:-1]])
+    x = aligned_empty((n + int(length[mirrored].sum()), *frames.sample_shape), frames.x[0].dtype)
+    for i, stack in enumerate(frames.x):
+        x[start[i]: start[i] + length[i]] = stack
+        if mirrored[i]:
+            x[flip_start[i]: flip_start[i] + length[i]] = stack[:, :, ::-1, :]
+    owner = np.concatenate([np.repeat(np.arange(len(frames)), length), np.repeat(np.flatnonzero(mirrored),
+                                                                                 length[mirrored])])
+    return {"x": x, "y": frames.y[owner], "frame_to_clip": owner,
+            "flipped": np.arange(len(x)) >= n, "start": start, "flip_start": flip_start, "length": length,
+            "flip_labels": flip}
+
+
+def stage2_rows(pool: dict, index) -> np.ndarray:
+    """Rows of ``pool`` (:func:`stage2_pool`) forming the stage-2 training set of the clips at ``index``.
+
+    The frames of each clip in ``index`` order, then the mirrored frames of the mirrored
+    ones in ``index`` order: ``pool["x"][stage2_rows(pool, index)]`` equals
+    ``stage2_training_set(frames, index, flip_labels)["x"]`` (tested).
+    """
+    index = np.asarray(index, dtype=np.int64)
+    start, flip_start, length = pool["start"], pool["flip_start"], pool["length"]
+    mirrored = index[flip_start[index] >= 0]
+    parts = [np.arange(start[i], start[i] + length[i]) for i in index]
+    parts += [np.arange(flip_start[i], flip_start[i] + length[i]) for i in mirrored]
+    return np.concatenate(parts) if parts else np.empty(0, np.int64)
+
+
 def stage2_training_set(frames: LOSODataset, index, flip_labels) -> dict[str, np.ndarray]:
     """Stage-2 training frames of the clips at ``index``, with the flip doubling.
 
     Returns ``x`` (``F' x S x S x C`` uint8), ``y`` (frame labels = clip labels),
     ``frame_to_clip`` (dataset position of each frame's clip) and ``flipped`` (bool): the
-    frames of every clip, in clip order, then a mirrored copy (left-right,
+    frames of every clip, in ``index`` order, then a mirrored copy (left-right,
     :func:`~mer_keras.preprocess.augment.hflip_image`) of each frame of the clips whose
     label is in ``flip_labels`` (paper, "Pre-processing": positive and surprise "expanded by
-    horizontal inversion"). Grey frames carry no flow, so nothing is negated.
+    horizontal inversion"). Grey frames carry no flow, so nothing is negated. ``x`` is one
+    aligned buffer filled once (:func:`stage2_pool` of the clips at ``index``): the same
+    rows as concatenating the frames and their mirrored copies, without the intermediate
+    copies.
     """
-    x, owner = frames.expand_frames(index)
-    y = frames.y[owner]
-    chosen = np.isin(y, np.asarray(list(flip_labels), dtype=np.int64))
-    mirrored = np.ascontiguousarray(x[chosen][:, :, ::-1, :])
-    return {"x": np.concatenate([x, mirrored]), "y": np.concatenate([y, y[chosen]]),
-            "frame_to_clip": np.concatenate([owner, owner[chosen]]),
-            "flipped": np.concatenate([np.zeros(len(x), bool), np.ones(int(chosen.sum()), bool)])}
+    index = np.asarray(index, dtype=np.int64)
+    pool = stage2_pool(frames.subset(index), flip_labels)
+    return {"x": pool["x"], "y": pool["y"], "frame_to_clip": index[pool["frame_to_clip"]], "flipped": pool["flipped"]}
+
+
+def pooled_frames(frames: LOSODataset, pool: dict) -> LOSODataset:
+    """``frames`` with each clip's stack a view into ``pool["x"]`` (the frames held once, not twice)."""
+    views = np.empty(len(frames), dtype=object)
+    for i, (begin, n) in enumerate(zip(pool["start"], pool["length"])):
+        views[i] = pool["x"][begin: begin + n]
+    return LOSODataset(x=views, y=frames.y, subjects=frames.subjects, datasets=frames.datasets, clips=frames.clips,
+                       class_names=frames.class_names)
 
 
 def _flip_labels(recipe: Recipe, class_names) -> list[int]:
@@ -388,7 +458,7 @@ def pretrain_fold(flow: LOSODataset, fold: Fold, recipe: Recipe, fold_seed: int,
 
 def train_fold_two_stage(flow: LOSODataset, frames: LOSODataset, fold: Fold, recipe: Recipe, fold_seed: int, *,
                          mixed: bool = False, progress: bool = False, position: int = 1,
-                         track_loss_terms: bool = False, return_model: bool = False):
+                         track_loss_terms: bool = False, return_model: bool = False, pool: dict | None = None):
     """Both stages of one fold; returns ``(scores, history)`` (``(scores, history, model)`` with ``return_model``).
 
     ``scores``: ``len(fold.test_index) x K``, one row per test clip in ``fold.test_index``
@@ -399,6 +469,14 @@ def train_fold_two_stage(flow: LOSODataset, frames: LOSODataset, fold: Fold, rec
     ``track_loss_terms`` also the :func:`loss_terms` of the training frames after each
     epoch as ``terms_*``, plus ``terms_initial``) and ``"info"`` (sizes, reloaded layers,
     best pre-training epoch, timings, seeds).
+
+    Memory. ``pool``: a :func:`stage2_pool` of ``frames`` built once for the run
+    (:func:`two_stage_inputs` does): stage 2 then trains on the fold's rows of it
+    (:func:`stage2_rows`, the same samples in the same order as
+    :func:`stage2_training_set`), so no per-fold copy of the frames is made. Without it the
+    fold's :func:`stage2_training_set` is built. Either buffer reaches TensorFlow without
+    a copy (:func:`~mer_keras.training.datasets.to_tensor`). The stage-1 model, trainer
+    and flow arrays are released before the stage-2 set-up.
     """
     import keras
     from tqdm.auto import tqdm
@@ -418,28 +496,36 @@ def train_fold_two_stage(flow: LOSODataset, frames: LOSODataset, fold: Fold, rec
 
     stage2_seed = seed_for(fold_seed, "stage2")
     rng = np.random.default_rng(stage2_seed)
-    data = stage2_training_set(frames, fold.train_index, _flip_labels(recipe, frames.class_names))
-    owners = np.unique(data["frame_to_clip"])
-    assert_subject_disjoint(frames, owners, fold.test_index)
+    flip = _flip_labels(recipe, frames.class_names)
+    if pool is None:
+        pool = stage2_training_set(frames, fold.train_index, flip)
+        rows = np.arange(len(pool["y"]))
+    elif len(pool["length"]) != len(frames) or not np.array_equal(pool["flip_labels"], sorted(set(flip))):
+        raise ValueError("pool must be the stage2_pool of these frames with the recipe's flip classes")
+    else:
+        rows = stage2_rows(pool, fold.train_index)
+    assert_subject_disjoint(frames, np.unique(pool["frame_to_clip"][rows]), fold.test_index)
     model, reloaded = build_stage2(recipe, frames.sample_shape, frames.n_classes, stage2_seed, pretrained,
-                                   dtype=str(data["x"].dtype))
+                                   dtype=str(pool["x"].dtype))
     del pretrained
-    trainer = _Trainer(model, recipe, data["x"], data["y"], frames.n_classes, mixed)
+    gc.collect()  # the stage-1 model, trainer and traced loop form reference cycles: free them before stage 2
+    trainer = _Trainer(model, recipe, pool["x"], pool["y"], frames.n_classes, mixed)
     schedule = PlateauSchedule(recipe.lr, recipe.plateau_monitor, recipe.plateau_factor, recipe.plateau_patience,
                                recipe.plateau_min_delta, recipe.plateau_min_lr)
     history: dict[str, Any] = {"loss": [], "accuracy": [], "lr": [], "reg_loss": []}
     if track_loss_terms:
-        history["terms_initial"] = loss_terms(model, data["x"], data["y"], recipe.loss)
+        x_rows, y_rows = pool["x"][rows], pool["y"][rows]  # a copy, for this analysis only
+        history["terms_initial"] = loss_terms(model, x_rows, y_rows, recipe.loss)
     lr = schedule.lr
     t2 = first_done = time.perf_counter()
     bar = tqdm(range(recipe.epochs), desc=f"  {fold.name}", unit="epoch", leave=False, position=position,
                disable=not progress)
     for epoch in bar:
-        loss, acc = _run_epoch(trainer, rng.permutation(len(data["y"])), lr)
+        loss, acc = _run_epoch(trainer, rows[rng.permutation(len(rows))], lr)
         for key, value in (("loss", loss), ("accuracy", acc), ("lr", lr), ("reg_loss", _reg_loss(model))):
             history[key].append(value)
         if track_loss_terms:
-            for key, value in loss_terms(model, data["x"], data["y"], recipe.loss).items():
+            for key, value in loss_terms(model, x_rows, y_rows, recipe.loss).items():
                 history.setdefault(f"terms_{key}", []).append(value)
         lr = schedule.step(loss=loss, accuracy=acc)
         bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.1e}", refresh=False)
@@ -456,7 +542,7 @@ def train_fold_two_stage(flow: LOSODataset, frames: LOSODataset, fold: Fold, rec
             "pretrain_s": round(pre_s, 3), "train_s": round(end - t2, 3), "first_epoch_s": round(first_done - t2, 3),
             "ms_per_epoch": round(1e3 * ((end - first_done) / (recipe.epochs - 1) if recipe.epochs > 1 else end - t2), 3),
             "n_train": int(len(fold.train_index)), "n_test": int(len(fold.test_index)),
-            "n_train_frames": int((~data["flipped"]).sum()), "n_flipped_frames": int(data["flipped"].sum()),
+            "n_train_frames": int((~pool["flipped"][rows]).sum()), "n_flipped_frames": int(pool["flipped"][rows].sum()),
             "n_test_frames": int(len(x_test)), "reloaded_layers": reloaded,
             "dropped_model_kwargs": sorted(model.two_stage_dropped_kwargs),
             **{f"pretrain_{k}": v for k, v in pre_info.items() if k in ("best_epoch", "fit_subjects", "val_subjects")}}
@@ -474,10 +560,13 @@ def two_stage_inputs(data, recipe: Recipe, *, progress: bool = False, record_tes
     if record_test_curve:
         raise ValueError("record_test_curve is not available for two-stage recipes")
     flow, frames = load_two_stage_data(data, recipe, progress=progress)
+    pool = stage2_pool(frames, _flip_labels(recipe, frames.class_names))
+    frames = pooled_frames(frames, pool)  # the frames live in the pool only
 
     def fold_fn(dataset, fold, recipe, fold_seed, *, mixed=False, record_test_curve=False, progress=False, position=1):
         scores, history, model = train_fold_two_stage(dataset, frames, fold, recipe, fold_seed, mixed=mixed,
-                                                      progress=progress, position=position, return_model=True)
+                                                      progress=progress, position=position, return_model=True,
+                                                      pool=pool)
         return model, scores, history, history["info"]
 
     return flow, two_stage_fingerprint(flow, frames), fold_fn
