@@ -25,7 +25,9 @@ input size) and an optional source-dataset filter. :func:`main` then does the re
    ``--quick`` runs are tiny by construction and not estimated;
 3. each row runs with :func:`mer_keras.training.run_loso` into ``OUT/<row-slug>/`` (with
    ``-quick`` appended under ``--quick``), so finished runs and folds are reused; the run's
-   report (``report.json``, ``confusion_matrix.png``) is named after the row;
+   report (``report.json``, ``confusion_matrix.png``) is named after the row; a transfer
+   row that pre-trains (MobileViT paper) also gets its macro-expression set (``Row.macro``:
+   synthetic by default, the ``--macro`` cache with ``--data``);
 4. ``OUT/results.csv`` (``row, dataset, metric, ours, paper, kind, status``),
    ``OUT/results.md`` (our number and the paper's side by side per column; "not in text"
    where the paper has none; rows the paper only quotes appear as ``cited``, from
@@ -115,6 +117,12 @@ class Row:
     (``None``: all). ``quick``: part of the ``--quick`` subset. ``note``: a deviation from
     the paper, printed under the table. ``folder``: the run folder's name (default a slug
     of the label); two scripts that run the same row under the same ``--out`` share it.
+    ``transform``: ``LOSODataset -> LOSODataset`` applied to the row's input before training
+    (an input ablation, e.g. keeping the ``(u, v)`` channels of a flow stack); a recipe whose
+    ``input_size`` override has another channel count keeps it at every size.
+    ``macro``: the macro-expression pre-training set of a transfer recipe
+    (``trainer="transfer"`` with ``pretrain``; MobileViT paper), prepared like ``data`` at
+    the row's size; with ``--data`` the ``--macro`` cache is used instead.
     """
 
     label: str
@@ -127,6 +135,8 @@ class Row:
     paper_row: str | None = None
     note: str = ""
     folder: str | None = None
+    transform: Callable[[Any], Any] | None = None
+    macro: DataSpec | None = None
 
     @property
     def slug(self) -> str:
@@ -178,7 +188,12 @@ class TableSpec:
     that need no training (parameters, FLOPs), also for skipped rows (``out``: the output
     folder, for caching them). ``resizable``: the
     rows share one input size that ``--size`` may change (a CPU variant, not a paper
-    setting). ``notes``: printed under the table.
+    setting). ``notes``: printed under the table. ``also_from``: other tables of the same
+    paper (e.g. ``"abstract"``) whose numbers fill the paper column where this table has
+    none (a table that is an image in our copy of the paper). ``paper_order``: the paper
+    table's row labels in print order, rows we do not run included: those appear with no
+    value and status "in the paper only" (paper column "not in text" unless the package
+    data has their numbers).
     """
 
     paper: str
@@ -190,6 +205,8 @@ class TableSpec:
     row_stats: Callable | None = None
     resizable: bool = False
     notes: tuple[str, ...] = ()
+    also_from: tuple[str, ...] = ()
+    paper_order: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.paper not in paper_results.PAPERS:
@@ -212,6 +229,10 @@ def build_parser(description: str, *, resizable: bool = False) -> argparse.Argum
                    help="prepared cache(s) of your licensed datasets (`mer-keras prepare`); each row uses the cache "
                         "whose size and contents fit it. Default: a synthetic composite written and prepared under "
                         "--data-dir")
+    p.add_argument("--macro", metavar="CACHE",
+                   help="with --data: the prepared macro-expression cache (CK+, Oulu-CASIA, JAFFE, MUG; preset "
+                        "'mobilevit_apex') of the rows that pre-train on it (MobileViT paper); without it those rows "
+                        "are skipped. Default without --data: a synthetic macro composite")
     p.add_argument("--data-dir", type=Path, help="where the synthetic composite and its caches live (default OUT/synthetic); "
                                                 "reused when present")
     p.add_argument("--out", type=Path, help="output folder (default experiments_out/<script name>)")
@@ -253,6 +274,8 @@ def parse_args(argv: Sequence[str] | None, description: str, *, script: str, res
         for path in args.data:
             if not (Path(path) / "cache.json").is_file():
                 parser.error(f"--data {path}: not a prepared cache (no cache.json); run `mer-keras prepare` first")
+    if getattr(args, "macro", None) and not (Path(args.macro) / "cache.json").is_file():
+        parser.error(f"--macro {args.macro}: not a prepared cache (no cache.json); run `mer-keras prepare` first")
     return args
 
 
@@ -344,7 +367,9 @@ def row_recipe(row: Row, *, quick: bool, size: int | None):
             extra["model_kwargs"] = {**changes.get("model_kwargs", recipe.model_kwargs), **extra["model_kwargs"]}
         changes.update(extra)
     if size is not None and recipe.trainer != "handcrafted":
-        changes["input_size"] = (int(size), int(size), 3)
+        base = changes.get("input_size", recipe.input_size)
+        channels = 3 if isinstance(base, (int, float)) else int(tuple(base)[-1])
+        changes["input_size"] = (int(size), int(size), channels)
     return recipe.replace(**changes) if changes else recipe
 
 
@@ -476,29 +501,42 @@ def measure_step(recipe, n_classes: int, cache_file: Path | None = None) -> dict
 
 
 def estimate_row(recipe, clips: pd.DataFrame, subjects: Sequence[str] | None, *, cache_file: Path | None = None,
-                 cache_path: Path | None = None) -> Estimate:
+                 cache_path: Path | None = None, macro_clips: pd.DataFrame | None = None) -> Estimate:
     """Estimated wall time of a LOSO run of ``recipe`` on ``clips`` (see :func:`clip_table`).
 
     ``subjects``: the left-out subjects (``None``: all). Network recipes: per fold the
     tracing cost plus epochs x steps x step time (:func:`measure_step`; a two-stage recipe
     adds its pre-training stage on class-balanced flow images and counts the onset..apex
-    frames, with the mirrored copies of ``flip_classes``, as stage-2 samples). Handcrafted
+    frames, with the mirrored copies of ``flip_classes``, as stage-2 samples; a transfer
+    recipe counts class-balanced apex images: its macro-expression pre-training on
+    ``macro_clips`` once, then per fold every grid trial on the inner fit split and the
+    final model, at the mean of the grid's epochs). Handcrafted
     recipes: the feature of two clips of ``cache_path`` timed and scaled to every clip.
     """
     folds = sorted(set(clips["subject"])) if subjects is None else list(subjects)
     n_classes = int(clips["label_id"].max()) + 1
     if recipe.trainer == "handcrafted":
         return _estimate_handcrafted(recipe, clips, len(folds), cache_path)
-    if recipe.trainer not in ("single", "two_stage"):
+    if recipe.trainer not in ("single", "two_stage", "transfer"):
         return Estimate(None, f"no estimate for trainer {recipe.trainer!r}")
     step = measure_step(recipe, n_classes, cache_file)
     total = 0.0
+    grid = dict(recipe.grid or {}) if recipe.trainer == "transfer" else {}
+    trials = int(np.prod([len(v) for v in grid.values()])) if grid else 0
+    if recipe.trainer == "transfer" and recipe.pretrain and macro_clips is not None:  # stage 1, shared by the folds
+        macro = np.bincount(macro_clips["label_id"], minlength=n_classes)
+        total += step["trace_s"] + (recipe.pretrain_epochs * n_classes * int(macro.max()) * (1.0 - recipe.val_fraction)
+                                    * step["step_s"] / recipe.batch_size)
     for subject in folds:
         train = clips[clips["subject"] != subject]
         counts = np.bincount(train["label_id"], minlength=n_classes)
         if recipe.trainer == "single":
             n = len(train) if recipe.class_balancing is None else n_classes * int(counts.max())
             total += step["trace_s"] + recipe.epochs * math.ceil(n / recipe.batch_size) * step["step_s"]
+        elif recipe.trainer == "transfer":
+            epochs = float(np.mean(grid.get("epochs", (recipe.epochs,))))
+            images = epochs * n_classes * int(counts.max()) * (trials * (1.0 - recipe.val_fraction) + 1.0)
+            total += (trials + 1) * step["trace_s"] + images * step["step_s"] / recipe.batch_size
         else:
             fit = (1.0 - recipe.val_fraction) if recipe.pretrain else 0.0
             n1 = n_classes * int(counts[counts > 0].min()) * fit
@@ -510,7 +548,8 @@ def estimate_row(recipe, clips: pd.DataFrame, subjects: Sequence[str] | None, *,
             stage2 = recipe.epochs * math.ceil(n2 / recipe.batch_size) * step["step_s"]
             total += (2 if recipe.pretrain else 1) * step["trace_s"] + stage1 + stage2
     detail = (f"{len(folds)} folds; {recipe.epochs} epochs"
-              + (f" + {recipe.pretrain_epochs} pre-training" if recipe.trainer == "two_stage" and recipe.pretrain else "")
+              + (f" + {recipe.pretrain_epochs} pre-training" if recipe.trainer != "single" and recipe.pretrain else "")
+              + (f"; {trials} grid trials per fold" if trials else "")
               + f"; step {step['step_s'] * 1e3:.0f} ms at batch {recipe.batch_size}"
               + (f" (probe batch {step['probe_batch']})" if step["probe_batch"] < recipe.batch_size else "")
               + f", tracing {step['trace_s']:.0f} s per fold and stage")
@@ -637,13 +676,15 @@ def assemble(table: TableSpec, rows: Sequence[str], values: Mapping[tuple[str, s
     ``status[row]``: what happened to the row; ``paper_rows[row]``: the paper's label when
     it differs. Rows of the paper's table that we do not have are added (``include_cited``)
     with no value and status "in the paper only" (``cited`` when the paper quotes them),
-    each after the paper row it follows.
+    each after the paper row it follows (not the placeholder line of a table whose numbers
+    are not in the text). Cells the table lacks are looked up in ``table.also_from``.
     """
     paper = paper_results.load(table.paper, table.table)
+    fallbacks = [paper_results.load(table.paper, t) for t in table.also_from]
     paper_rows = dict(paper_rows or {})
     order = list(rows)
     if include_cited:
-        listed = list(dict.fromkeys(paper["row"]))
+        listed = list(dict.fromkeys(paper.loc[paper["kind"] != "not_in_text", "row"]))
         placed = {paper_rows.get(r, r): r for r in order}  # paper label -> our label
         for i, name in enumerate(listed):
             if name in placed:
@@ -661,6 +702,9 @@ def assemble(table: TableSpec, rows: Sequence[str], values: Mapping[tuple[str, s
             pv, kind = (None, None)
             if col.paper_metric != "":
                 pv, kind = paper_results.lookup(paper, paper_row, col.dataset, col.paper_metric or col.metric)
+                for other in fallbacks:
+                    if pv is None:
+                        pv, kind = paper_results.lookup(other, paper_row, col.dataset, col.paper_metric or col.metric)
             state = status.get(row, only)
             lines.append({"row": row, "dataset": col.dataset, "metric": col.metric,
                           "ours": np.nan if ours is None else float(ours),
@@ -682,7 +726,8 @@ def to_markdown(table: TableSpec, results: pd.DataFrame, notes: Sequence[str] = 
     out = [head, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     paper_rows = results.attrs.get("paper_rows", {})
     printed = {(line["row"], line["dataset"], line["metric"]): paper_results.printed(line)
-               for _, line in paper_results.load(table.paper, table.table).iterrows() if line["kind"] != "not_in_text"}
+               for t in (*table.also_from, table.table)  # the table's own numbers win
+               for _, line in paper_results.load(table.paper, t).iterrows() if line["kind"] != "not_in_text"}
     for row, group in results.groupby("row", sort=False):
         cells = [str(row).replace("|", "\\|")]
         kinds = set()
@@ -746,16 +791,18 @@ def _finished(run_dir: Path, recipe, subjects: Sequence[str]) -> bool:
     return {fold_name(s) for s in subjects} <= set(store.completed())
 
 
-def _row_input(cache: Path, recipe, sources):
-    """What :func:`run_loso` gets: the cache path, or the filtered datasets when ``sources`` is set."""
-    if sources is None:
+def _row_input(cache: Path, recipe, sources, transform=None):
+    """What :func:`run_loso` gets: the cache path, or the filtered (and ``transform``-ed) datasets."""
+    if sources is None and transform is None:
         return cache
     from mer_keras.training import LOSODataset
 
     if recipe.trainer == "two_stage":
-        return (LOSODataset.from_cache(cache, input="flow_image", sources=sources),
+        pair = (LOSODataset.from_cache(cache, input="flow_image", sources=sources),
                 LOSODataset.from_cache(cache, input="frames", sources=sources))
-    return LOSODataset.from_cache(cache, input=recipe.input, sources=sources)
+        return pair if transform is None else tuple(transform(d) for d in pair)
+    data = LOSODataset.from_cache(cache, input=recipe.input, sources=sources)
+    return data if transform is None else transform(data)
 
 
 def run_table(table: TableSpec, args, log=print) -> tuple[pd.DataFrame, dict, list[str]]:
@@ -779,6 +826,7 @@ def run_table(table: TableSpec, args, log=print) -> tuple[pd.DataFrame, dict, li
     notes: list[str] = []
     plan = []
     clip_cache: dict[tuple, pd.DataFrame] = {}
+    macros: dict[str, Any] = {}  # row -> its macro-expression set (a DataSpec, or the --macro cache)
 
     for row in rows:
         spec = row.data.at(row.data.quick_size if quick else (size_override or row.data.size))
@@ -793,6 +841,14 @@ def run_table(table: TableSpec, args, log=print) -> tuple[pd.DataFrame, dict, li
             status[row.label] = "not run in --quick (rerun without --quick)"
             entry["status"] = "not in quick subset"
             continue
+        if recipe.trainer == "transfer" and recipe.pretrain:  # pre-trains on a macro-expression set
+            if user_caches is not None and not getattr(args, "macro", None):
+                status[row.label] = "skipped: pre-trains on macro-expressions; pass --macro CACHE"
+                entry["status"] = "no --macro cache"
+                continue
+            if user_caches is None and row.macro is None:
+                raise ValueError(f"row {row.label!r}: a transfer recipe with pre-training needs Row(macro=DataSpec)")
+            macros[row.label] = Path(args.macro) if user_caches is not None else row.macro.at(spec.size)
         # the clips (for subjects and estimates): the user's cache or the synthetic reader manifest
         if user_caches is not None:
             cache, reason = match_cache(spec, recipe, user_caches)
@@ -823,8 +879,15 @@ def run_table(table: TableSpec, args, log=print) -> tuple[pd.DataFrame, dict, li
         else:
             if cache is None and recipe.trainer == "handcrafted":
                 cache = synthetic_cache(spec, args.data_dir, quick=quick, seed=args.seed, log=log)
+            macro_clips = None
+            if row.label in macros:
+                from mer_keras.preprocess.cache import PreparedCache
+
+                macro = macros[row.label]
+                macro_clips = clip_table(PreparedCache(macro).manifest if isinstance(macro, Path) else synthetic_manifest(
+                    macro.composite, args.data_dir, quick=quick, seed=args.seed, log=log))
             estimate = estimate_row(recipe, clips, subjects, cache_file=Path(args.out) / "step_timings.json",
-                                    cache_path=cache)
+                                    cache_path=cache, macro_clips=macro_clips)
         entry.update(estimate_s=estimate.seconds, estimate=estimate.detail)
         plan.append((row, spec, recipe, cache, subjects, estimate, entry))
         log(f"[estimate] {row.label}: {estimate.text} ({estimate.detail})")
@@ -847,7 +910,15 @@ def run_table(table: TableSpec, args, log=print) -> tuple[pd.DataFrame, dict, li
         log(f"[run] {row.label}: recipe {recipe.name!r}, {spec.size} px, into {entry['run_dir']}")
         start = time.perf_counter()
         try:
-            report = run_loso(_row_input(cache, recipe, row.sources), recipe, entry["run_dir"], subjects=subjects,
+            data = _row_input(cache, recipe, row.sources, row.transform)
+            if row.label in macros:  # transfer: {"micro": ..., "macro": ...} (mer_keras.training.transfer)
+                macro = macros[row.label]
+                if isinstance(macro, DataSpec):
+                    macro = synthetic_cache(macro, args.data_dir, quick=quick, seed=args.seed, log=log)
+                entry["macro_cache"] = str(macro)
+                data = {"micro": data, "macro": macro}
+            report = run_loso(data, recipe, entry["run_dir"],
+                              subjects=subjects,
                               seed=args.seed, device=args.device, executor=args.executor,
                               progress=not args.no_progress, overwrite=bool(args.overwrite))
         except ConfigMismatchError as exc:
@@ -876,6 +947,10 @@ def run_table(table: TableSpec, args, log=print) -> tuple[pd.DataFrame, dict, li
     if user_caches is None:
         notes.append("data: synthetic composite (not the licensed datasets); pass --data for real numbers.")
     labels = [r.label for r in rows]
+    if table.paper_order and not args.rows:  # the paper's order, with the rows we do not run
+        ours = {r.label for r in table.rows}
+        labels = [x for x in table.paper_order if x in labels or x not in ours] + [
+            x for x in labels if x not in table.paper_order]
     results = assemble(table, labels, values, status, {r.label: r.paper_row for r in rows if r.paper_row})
     return results, runs, notes
 

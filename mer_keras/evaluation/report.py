@@ -33,6 +33,14 @@ they live in :attr:`LOSOReport.test_selected` under keys ``test_selected_*``, ar
 under ``"test_selected"`` in ``report.json`` with a note, and never enter
 :attr:`LOSOReport.metrics`, ``report[...]``, or the default markdown columns (a caller
 must ask for a ``test_selected_*`` column by name, and its header then says "leaky").
+
+Reading results folders
+-----------------------
+What ``notebooks/`` use: :func:`run_folders` (the run folders of an ``experiments/`` script's
+``--out`` folder), :func:`load_run_report` (a run's report with its predictions, also of a run
+stopped before its last fold), :func:`plot_confusion` (one panel of ``confusion_matrix.png``),
+:func:`history_stages` and :func:`training_curves` (the per-epoch curves in the folds'
+``history.json``, per training stage).
 """
 
 from __future__ import annotations
@@ -445,22 +453,13 @@ class LOSOReport:
     def _write_confusion_png(self, path: Path) -> None:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
-        from sklearn.metrics import ConfusionMatrixDisplay
 
         counts = self.confusion.to_numpy()
-        rows = counts.sum(axis=1, keepdims=True)
-        norm = np.divide(counts, rows, out=np.zeros(counts.shape, dtype=float), where=rows > 0)
         fig = Figure(figsize=(11, 4.8), dpi=100, layout="constrained")
         FigureCanvasAgg(fig)
         ax_counts, ax_norm = fig.subplots(1, 2)
-        names = list(self.class_names)
-        ConfusionMatrixDisplay(counts, display_labels=names).plot(
-            ax=ax_counts, values_format="d", cmap="Blues", colorbar=True)
-        ax_counts.set_title("counts")
-        ConfusionMatrixDisplay(norm, display_labels=names).plot(
-            ax=ax_norm, values_format=".2f", cmap="Blues", colorbar=True,
-            im_kw={"vmin": 0.0, "vmax": 1.0})
-        ax_norm.set_title("row-normalised (recall per true class)")
+        plot_confusion(ax_counts, counts, self.class_names)
+        plot_confusion(ax_norm, counts, self.class_names, normalise=True)
         m = self.metrics
         title = (f"UF1 {m['uf1']:.4f}  UAR {m['uar']:.4f}  (all folds pooled, "
                  f"{m['n_clips']} clips, {m['n_subjects']} subjects)")
@@ -499,3 +498,187 @@ class LOSOReport:
                    seeds=d.get("seeds"), runtime_s=d.get("runtime_s"),
                    versions=d.get("versions") or {}, test_selected=ts.get("metrics"),
                    predictions=preds, created_utc=d.get("created_utc"))
+
+
+# ----------------------------------------------------------------------------- results folders (notebooks)
+
+
+def row_normalise(counts) -> np.ndarray:
+    """Confusion counts divided by their row sums (recall per true class); all-zero rows stay 0."""
+    counts = np.asarray(counts)
+    rows = counts.sum(axis=1, keepdims=True)
+    return np.divide(counts, rows, out=np.zeros(counts.shape, dtype=float), where=rows > 0)
+
+
+def plot_confusion(ax, counts, class_names: Sequence[str], *, normalise: bool = False,
+                   title: str | None = None, colorbar: bool = True):
+    """Draw confusion ``counts`` (rows true, columns predicted) on ``ax`` with scikit-learn's
+    ``ConfusionMatrixDisplay``: raw counts, or row-normalised (0..1 colour scale) with
+    ``normalise``; the panels of ``confusion_matrix.png``. Returns the display."""
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    counts = np.asarray(counts)
+    names = list(class_names)
+    if normalise:
+        display = ConfusionMatrixDisplay(row_normalise(counts), display_labels=names).plot(
+            ax=ax, values_format=".2f", cmap="Blues", colorbar=colorbar, im_kw={"vmin": 0.0, "vmax": 1.0})
+    else:
+        display = ConfusionMatrixDisplay(counts.astype(np.int64), display_labels=names).plot(
+            ax=ax, values_format="d", cmap="Blues", colorbar=colorbar)
+    ax.set_title(title if title is not None else
+                 ("row-normalised (recall per true class)" if normalise else "counts"))
+    return display
+
+
+def _is_run_folder(path: Path) -> bool:
+    return (path / "report.json").is_file() or (path / "run.json").is_file()
+
+
+def run_folders(results) -> list[Path]:
+    """The LOSO run folders (holding ``report.json`` or ``run.json``) of a results folder.
+
+    ``results`` is an ``experiments/`` script's ``--out`` folder (its run folders are the
+    sub-folders, in the table's row order when ``runs.json`` is there, else by name) or
+    one run folder itself. Raises ``FileNotFoundError`` when ``results`` does not exist and
+    ``ValueError`` when it holds no run folder, both naming the folder.
+    """
+    results = Path(results)
+    if not results.exists():
+        where = "" if results.is_absolute() else f" (from {Path.cwd()})"
+        raise FileNotFoundError(
+            f"results folder {str(results)!r} does not exist{where}; run an experiments/ script with --out "
+            "pointing there, or set MER_KERAS_RESULTS to a folder such a script wrote")
+    if not results.is_dir():
+        raise ValueError(f"results folder {str(results)!r} is not a folder")
+    if _is_run_folder(results):
+        return [results]
+    found = {p.name: p for p in results.iterdir() if p.is_dir() and _is_run_folder(p)}
+    if not found:
+        raise ValueError(
+            f"results folder {str(results)!r} holds no LOSO run folder (a sub-folder with report.json or "
+            "run.json); point MER_KERAS_RESULTS at the --out folder of an experiments/ script that has run")
+    order: list[str] = []
+    runs_file = results / "runs.json"
+    if runs_file.is_file():
+        try:
+            rows = json.loads(runs_file.read_text(encoding="utf-8")).get("rows", {})
+            order = [r.get("slug") for r in rows.values() if isinstance(r, Mapping)]
+        except (ValueError, AttributeError):
+            order = []
+    first = [found.pop(name) for name in order if name in found]
+    return first + [found[name] for name in sorted(found)]
+
+
+def load_run_report(run_dir) -> LOSOReport:
+    """The :class:`LOSOReport` of a run folder, predictions included.
+
+    A finished run is read from its ``report.json`` and ``report_predictions.csv``; a run
+    without ``report.json`` (stopped before its last fold) is rebuilt from its finished
+    folds' predictions, named ``"<folder> (unfinished)"`` with the default class names
+    (``class <k>`` when the scores do not have three columns). ``ValueError`` when neither
+    predictions nor finished folds are there.
+    """
+    run_dir = Path(run_dir)
+    if (run_dir / "report.json").is_file():
+        report = LOSOReport.load(run_dir)
+        if report.predictions is None:
+            raise ValueError(f"{run_dir} has report.json but no report_predictions.csv")
+        return report
+    from mer_keras.training.store import FoldStore
+
+    predictions = FoldStore(run_dir).load_predictions()
+    if predictions.empty:
+        raise ValueError(f"{run_dir} holds no report.json and no finished fold")
+    n_classes = sum(1 for c in predictions.columns if str(c).startswith("score_"))
+    names = DEFAULT_CLASS_NAMES if n_classes == len(DEFAULT_CLASS_NAMES) else \
+        tuple(f"class {k}" for k in range(n_classes))
+    return LOSOReport.from_predictions(predictions, name=f"{run_dir.name} (unfinished)", class_names=names)
+
+
+def _series(value) -> bool:
+    """A per-epoch series: a non-empty list of plain numbers."""
+    return (isinstance(value, list) and bool(value)
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value))
+
+
+def history_stages(history: Mapping) -> dict[str, dict[str, list[float]]]:
+    """The per-epoch curves of one ``history.json``, by training stage.
+
+    A stage is a mapping whose ``loss`` or ``accuracy`` is a list of numbers; its curves
+    are its lists of numbers of that length (``loss``, ``accuracy``, ``val_*``,
+    ``test_curve_loss``/``test_curve_accuracy``, ``lr``, ``reg_loss``, ``frozen_groups``,
+    ...). A single-stage history (``{"loss": [...], "accuracy": [...], "lr": [...]}``) is
+    the stage ``"train"``; nested stages keep their key (two-stage recipes:
+    ``"pretrain"``, ``"train"``; transfer recipes: ``"train"``), deeper ones are named
+    ``"outer/inner"``. Empty stages (no pre-training) and histories without epochs
+    (handcrafted recipes: ``svm_c``, ``train_accuracy``) give nothing.
+    """
+    def curves(stage: Mapping) -> dict[str, list[float]] | None:
+        n = next((len(stage[k]) for k in ("loss", "accuracy") if _series(stage.get(k))), None)
+        if n is None:
+            return None
+        return {str(k): [float(x) for x in v] for k, v in stage.items() if _series(v) and len(v) == n}
+
+    out: dict[str, dict[str, list[float]]] = {}
+
+    def walk(node: Mapping, prefix: str) -> None:
+        for key, value in node.items():
+            if isinstance(value, Mapping):
+                name = f"{prefix}{key}"
+                found = curves(value)
+                if found:
+                    out[name] = found
+                else:
+                    walk(value, f"{name}/")
+
+    top = curves(history) if isinstance(history, Mapping) else None
+    if top:
+        out["train"] = top
+    elif isinstance(history, Mapping):
+        walk(history, "")
+    return out
+
+
+def training_curves(run_dir) -> dict[str, dict[str, pd.DataFrame]]:
+    """Per-epoch curves of a run folder: ``{stage: {curve: frame}}``.
+
+    Each frame has one column per finished fold (``folds/<fold>/history.json`` of the run's
+    config; stale and unfinished folds are left out) and the epoch (from 1) as index; folds
+    with fewer epochs are NaN-padded, so ``frame.mean(axis=1)`` averages the folds that
+    reached each epoch. Stages and curves as :func:`history_stages`. A transfer run's
+    shared stage 1 (``stage1/<key>/stage1.json``, trained once per run) comes first as
+    ``"stage1"``, with one column per stored stage-1 model. Empty when nothing has epochs.
+    """
+    from mer_keras.training.store import FoldStore
+
+    run_dir = Path(run_dir)
+    collected: dict[str, dict[str, dict[str, list[float]]]] = {}
+
+    def add(column: str, stages: Mapping[str, Mapping[str, list[float]]]) -> None:
+        for stage, curves in stages.items():
+            for key, values in curves.items():
+                collected.setdefault(stage, {}).setdefault(key, {})[column] = values
+
+    for path in sorted((run_dir / "stage1").glob("*/stage1.json")):
+        record = json.loads(path.read_text(encoding="utf-8"))
+        add(path.parent.name, {"stage1": history_stages(record.get("history") or {}).get("train", {})})
+    if (run_dir / "run.json").is_file():
+        store = FoldStore(run_dir)
+        for fold in store.completed():
+            path = store.fold_dir(fold) / "history.json"
+            if path.is_file():
+                add(fold, history_stages(json.loads(path.read_text(encoding="utf-8"))))
+    out: dict[str, dict[str, pd.DataFrame]] = {}
+    for stage, curves in collected.items():
+        frames = {}
+        for key, columns in curves.items():
+            frame = pd.DataFrame({c: pd.Series(v, dtype=float) for c, v in columns.items()})
+            frame.index = pd.RangeIndex(1, len(frame) + 1, name="epoch")
+            frames[key] = frame
+        if frames:
+            out[stage] = frames
+    return out
+
+
+__all__ += ["history_stages", "load_run_report", "plot_confusion", "row_normalise", "run_folders",
+            "training_curves"]

@@ -640,14 +640,16 @@ def _stage2_recipe(recipe: Recipe, values: Mapping[str, Any]) -> Recipe:
 
 
 def _train_stage2(micro: LOSODataset, index: np.ndarray, recipe: Recipe, values: Mapping[str, Any], seed: int,
-                  pretrained, *, mixed: bool, progress: bool, position: int, desc: str):
-    """Fresh stage-2 model (reloaded blocks) trained on the clips at ``index``; ``(model, history, reloaded)``."""
+                  pretrained, *, mixed: bool, progress: bool, position: int, desc: str, validation=None):
+    """Fresh stage-2 model (reloaded blocks) trained on the clips at ``index``; ``(model, history, reloaded)``.
+
+    ``validation``: ``(x, y)`` scored after every epoch (curves only; nothing is selected on it)."""
     stage = _stage2_recipe(recipe, values)
     model, reloaded = build_stage2(stage, micro.sample_shape, micro.n_classes, seed, pretrained,
                                    l2=values.get("weight_decay"), dtype=str(micro.x.dtype))
     history = fine_tune(model, stage, micro.x[index], micro.y[index], micro.n_classes, seed=seed,
                         groups=unfreeze_groups(expand_nested(model, reloaded)), mixed=mixed, progress=progress,
-                        desc=desc, position=position)
+                        desc=desc, position=position, validation=validation)
     return model, history, reloaded
 
 
@@ -658,9 +660,12 @@ def train_fold_transfer(micro: LOSODataset, fold: Fold, recipe: Recipe, fold_see
     ``pretrained`` is the stage-1 model (``None``: no transfer). ``scores`` has one row per
     test clip in ``fold.test_index`` order (SVM decision values, or softmax probabilities).
     ``history``: ``"train"`` (the final model's :func:`fine_tune` history), ``"grid"``
-    (per trial: ``values``, ``val_uf1``, ``val_loss``, ``fit_subjects``, ``val_subjects``,
-    ``seconds``; empty without a grid) and ``"info"`` (chosen values, subjects, reloaded
-    layers, unfreezing schedule, seeds, timings).
+    (per trial: ``values``, ``val_uf1``, ``val_loss``, ``val_accuracy``, ``fit_subjects``,
+    ``val_subjects``, ``seconds`` and ``history``: per-epoch ``loss``, ``accuracy`` on the
+    inner fit split and ``val_loss``, ``val_accuracy``, ``val_uf1`` on its validation
+    subjects -- learning curves only, the trial is scored after its last epoch; empty
+    without a grid) and ``"info"`` (chosen values, subjects, reloaded layers, unfreezing
+    schedule, seeds, timings).
     """
     assert_subject_disjoint(micro, fold.train_index, fold.test_index)
     start = time.perf_counter()
@@ -679,15 +684,17 @@ def train_fold_transfer(micro: LOSODataset, fold: Fold, recipe: Recipe, fold_see
 
         def evaluate(trial_values: dict) -> dict:
             t0 = time.perf_counter()
-            model, _, _ = _train_stage2(micro, fit, recipe, {**values, **trial_values}, trial_seed, pretrained,
-                                        mixed=mixed, progress=progress, position=position,
-                                        desc=f"  {fold.name} grid {len(trials) + 1}")
+            model, curves, _ = _train_stage2(micro, fit, recipe, {**values, **trial_values}, trial_seed, pretrained,
+                                             mixed=mixed, progress=progress, position=position,
+                                             desc=f"  {fold.name} grid {len(trials) + 1}",
+                                             validation=(micro.x[val], micro.y[val]))
             point = _test_curve_point(_predict(model, micro.x[val]), micro.y[val], recipe)
             result = {"val_uf1": _uf1(micro.y[val], np.asarray(point["y_pred"]), micro.n_classes),
                       "val_loss": point["loss"], "val_accuracy": point["accuracy"],
                       "fit_subjects": sorted(set(micro.subjects[fit].tolist())),
                       "val_subjects": sorted(set(micro.subjects[val].tolist())),
-                      "seconds": round(time.perf_counter() - t0, 3)}
+                      "seconds": round(time.perf_counter() - t0, 3),
+                      "history": {k: curves[k] for k in ("loss", "accuracy", "val_loss", "val_accuracy", "val_uf1")}}
             trials.append(result)
             return result
 
