@@ -25,13 +25,12 @@ settings (``--remeasure`` to measure again). ``--quick``: 32 px, 3 repetitions. 
     python experiments/03_shufflenet_table4_timing.py [--quick] [--repeats 30] [--remeasure] [--out DIR]
 """
 
-import json
-import platform
 import statistics
 import sys
 import time
 
-from mer_keras.evaluation.experiments import Column, TableSpec, assemble, parse_args, write_results
+from mer_keras.evaluation.experiments import (
+    Column, TableSpec, assemble, batch1_timing, parse_args, write_results)
 
 ROWS = (("ResNet50", "resnet50"), ("DeiT", "deit_base"), ("MobileNetV2", "mobilenet_v2"),
         ("ShuffleNetV2 + CBAM", "shufflenet_v2_cbam"), ("ShuffleNetV2+ViT", "shufflenet_v2_vit"))
@@ -68,25 +67,9 @@ def preprocess_ms(size: int, repeats: int) -> float:
 
 
 def measure(args) -> dict:
-    from mer_keras.evaluation.timing import run_latency_bench
-    from mer_keras.training.runtime import device_scope
-
-    size = 32 if args.quick else 224
-    repeats = args.repeats or (3 if args.quick else 30)
-    settings = {"size": size, "repeats": repeats, "warmup": 1 if args.quick else 5, "host": platform.node()}
-    path = args.out / "timing.json"
-    if path.is_file() and not args.remeasure:
-        saved = json.loads(path.read_text())
-        if saved["settings"] == settings:
-            return {**saved, "status": f"reused: {path.name}"}
-    names = [name for _, name in ROWS]
-    with device_scope(args.device):
-        bench = run_latency_bench(names, repeats, warmup=settings["warmup"], input_sizes={n: size for n in names})
-    network = dict(zip(bench["model"], bench["median_ms"].astype(float)))
-    result = {"settings": settings, "network_ms": network, "preprocess_ms": preprocess_ms(size, repeats)}
-    args.out.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    return {**result, "status": "measured"}
+    """Network times of the rows and the pre-processing time (alignment and TV-L1 flow of one clip), or the saved ones."""
+    return batch1_timing(args, [name for _, name in ROWS], size=224, quick_size=32,
+                         extra=lambda size, repeats: {"preprocess_ms": preprocess_ms(size, repeats)})
 
 
 def main(argv=None) -> int:

@@ -28,11 +28,11 @@ options do not apply (nothing is trained).
     python experiments/11_mobilevit_table4_timing.py [--quick] [--repeats 30] [--remeasure] [--out DIR]
 """
 
-import json
 import platform
 import sys
 
-from mer_keras.evaluation.experiments import Column, TableSpec, assemble, parse_args, write_results
+from mer_keras.evaluation.experiments import (
+    Column, TableSpec, assemble, batch1_timing, parse_args, write_results)
 
 ROWS = (("MobileViT-S", "mobilevit_s"), ("MobileNetV2", "mobilenet_v2"), ("MobileNetV3-Small", "mobilenet_v3_small"),
         ("MobileNetV3-Large", "mobilenet_v3_large"), ("ResNet18", "resnet18"), ("DeiT", "deit_base"))
@@ -51,25 +51,7 @@ TABLE = TableSpec(
 
 
 def measure(args) -> dict:
-    from mer_keras.evaluation.timing import run_latency_bench
-    from mer_keras.training.runtime import device_scope
-
-    size = 64 if args.quick else SIZE
-    repeats = args.repeats or (3 if args.quick else 30)
-    settings = {"size": size, "repeats": repeats, "warmup": 1 if args.quick else 5, "host": platform.node()}
-    path = args.out / "timing.json"
-    if path.is_file() and not args.remeasure:
-        saved = json.loads(path.read_text())
-        if saved["settings"] == settings:
-            return {**saved, "status": f"reused: {path.name}"}
-    names = [name for _, name in ROWS]
-    with device_scope(args.device):
-        bench = run_latency_bench(names, repeats, warmup=settings["warmup"], input_sizes={n: size for n in names})
-    result = {"settings": settings, "network_ms": dict(zip(bench["model"], bench["median_ms"].astype(float))),
-              "params": dict(zip(bench["model"], bench["params"].astype(float)))}
-    args.out.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    return {**result, "status": "measured"}
+    return batch1_timing(args, [name for _, name in ROWS], size=SIZE, quick_size=64)
 
 
 def main(argv=None) -> int:

@@ -8,11 +8,8 @@ synthetic composite is written and prepared once.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,25 +18,12 @@ import pandas as pd
 import pytest
 
 from mer_keras.evaluation import experiments as ex
+from tests.experiment_scripts import (
+    check_markdown, fold_counts, load_script, quick_argv, read_results, run_quick)
 from mer_keras.evaluation import paper_results
 
 pytestmark = pytest.mark.xdist_group("experiments")
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = {
-    "01": "01_shufflenet_table2_ablation.py",
-    "02": "02_shufflenet_table3_comparison.py",
-    "03": "03_shufflenet_table4_timing.py",
-    "04": "04_off_tanet_table2.py",
-}
-
-
-def load_script(key: str):
-    path = ROOT / "experiments" / SCRIPTS[key]
-    spec = importlib.util.spec_from_file_location(f"experiment_{key}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -48,43 +32,14 @@ def shared(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("experiments")
 
 
-def quick_argv(shared: Path, key: str) -> list[str]:
-    return ["--quick", "--out", str(shared / key), "--data-dir", str(shared / "data"), "--no-progress"]
-
-
 def run_script(shared: Path, key: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / SCRIPTS[key]), *quick_argv(shared, key)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc
-
-
-def read_results(out: Path) -> pd.DataFrame:
-    frame = pd.read_csv(out / "results.csv", keep_default_na=False, na_values=[""])
-    assert tuple(frame.columns) == ex.RESULT_COLUMNS
-    return frame
+    return run_quick(shared, key)
 
 
 def paper_value(paper: str, table: str, row: str, dataset: str, metric: str) -> float:
     value, _ = paper_results.lookup(paper_results.load(paper, table), row, dataset, metric)
     assert value is not None
     return value
-
-
-def check_markdown(out: Path, table, rows) -> str:
-    text = (out / "results.md").read_text()
-    header = next(line for line in text.splitlines() if line.startswith("| row |"))
-    for col in table.columns:
-        assert f"| {col.title} ours | {col.title} paper |" in header
-    for row in rows:
-        assert f"| {row} |" in text, row
-    return text
-
-
-def fold_counts(out: Path) -> dict[str, tuple[list, list]]:
-    runs = json.loads((out / "runs.json").read_text())["rows"]
-    return {label: (r["trained_folds"], r["reused_folds"]) for label, r in runs.items() if r.get("status") == "ran"}
 
 
 def rerun_in_process(shared: Path, key: str) -> None:

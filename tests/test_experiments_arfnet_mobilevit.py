@@ -9,11 +9,7 @@ number (84.27 % accuracy, 35.4 ms per sample).
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,26 +17,13 @@ import pandas as pd
 import pytest
 
 from mer_keras.evaluation import experiments as ex
+from tests.experiment_scripts import (
+    check_markdown, fold_counts, load_script, quick_argv, read_results, run_quick)
 from mer_keras.evaluation import paper_results
 
 pytestmark = pytest.mark.xdist_group("experiments_arfnet_mobilevit")
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = {
-    "08": "08_arfnet_ablation.py",
-    "09": "09_mobilevit_table2_transfer.py",
-    "10": "10_mobilevit_table3_comparison.py",
-    "11": "11_mobilevit_table4_timing.py",
-}
 NOT_IN_TEXT = paper_results.NOT_IN_TEXT
-
-
-def load_script(key: str):
-    path = ROOT / "experiments" / SCRIPTS[key]
-    spec = importlib.util.spec_from_file_location(f"experiment_{key}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -49,39 +32,15 @@ def shared(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("experiments_arfnet_mobilevit")
 
 
-def quick_argv(shared: Path, key: str) -> list[str]:
-    return ["--quick", "--out", str(shared / key), "--data-dir", str(shared / "data"), "--no-progress"]
-
-
 def run_script(shared: Path, key: str) -> pd.DataFrame:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / SCRIPTS[key]), *quick_argv(shared, key)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    frame = pd.read_csv(shared / key / "results.csv", keep_default_na=False, na_values=[""])
-    assert tuple(frame.columns) == ex.RESULT_COLUMNS
-    return frame
-
-
-def check_markdown(out: Path, table, rows) -> str:
-    text = (out / "results.md").read_text()
-    header = next(line for line in text.splitlines() if line.startswith("| row |"))
-    for col in table.columns:
-        assert f"| {col.title} ours | {col.title} paper |" in header
-    for row in rows:
-        assert f"| {row} |" in text, row
-    return text
+    run_quick(shared, key)
+    return read_results(shared / key)
 
 
 def cell(res: pd.DataFrame, row: str, metric: str, dataset: str | None = None) -> pd.Series:
     hit = res[(res["row"] == row) & (res["metric"] == metric) & ((res["dataset"] == dataset) if dataset else True)]
     assert len(hit) == 1, (row, metric, dataset, len(hit))
     return hit.iloc[0]
-
-
-def fold_counts(out: Path) -> dict[str, tuple[list, list]]:
-    runs = json.loads((out / "runs.json").read_text())["rows"]
-    return {label: (r["trained_folds"], r["reused_folds"]) for label, r in runs.items() if r.get("status") == "ran"}
 
 
 def fold_history(run_dir: Path) -> dict:

@@ -8,11 +8,7 @@ scripts share one synthetic data folder (``--data-dir``); the notebook reads the
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,20 +16,12 @@ import pandas as pd
 import pytest
 
 from mer_keras.evaluation import experiments as ex
+from tests.experiment_scripts import (
+    ROOT, check_markdown, fold_counts, load_script, quick_argv, read_results, run_quick)
 
 pytestmark = [pytest.mark.xdist_group("experiments_off_tanet"), pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = {"05": "05_off_tanet_table3.py", "06": "06_off_tanet_table4.py", "07": "07_off_tanet_table5_attention.py"}
 PAPER = "zhang2021-off-tanet"
-
-
-def load_script(key: str):
-    path = ROOT / "experiments" / SCRIPTS[key]
-    spec = importlib.util.spec_from_file_location(f"experiment_{key}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -42,38 +30,9 @@ def shared(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("experiments_off_tanet")
 
 
-def quick_argv(shared: Path, key: str) -> list[str]:
-    return ["--quick", "--out", str(shared / key), "--data-dir", str(shared / "data"), "--no-progress"]
-
-
 def run_script(shared: Path, key: str) -> Path:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / SCRIPTS[key]), *quick_argv(shared, key)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    run_quick(shared, key)
     return shared / key
-
-
-def read_results(out: Path) -> pd.DataFrame:
-    frame = pd.read_csv(out / "results.csv", keep_default_na=False, na_values=[""])
-    assert tuple(frame.columns) == ex.RESULT_COLUMNS
-    return frame
-
-
-def check_markdown(out: Path, table, rows) -> str:
-    """results.md: an "ours" and a "paper" column per table column, a line per row."""
-    text = (out / "results.md").read_text()
-    header = next(line for line in text.splitlines() if line.startswith("| row |"))
-    for col in table.columns:
-        assert f"| {col.title} ours | {col.title} paper |" in header
-    for row in rows:
-        assert f"| {row} |" in text, row
-    return text
-
-
-def fold_counts(out: Path) -> dict[str, tuple[list, list]]:
-    runs = json.loads((out / "runs.json").read_text())["rows"]
-    return {label: (r["trained_folds"], r["reused_folds"]) for label, r in runs.items() if r.get("status") == "ran"}
 
 
 def check_table(key: str, shared: Path) -> tuple[pd.DataFrame, list[str]]:

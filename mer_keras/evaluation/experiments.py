@@ -756,6 +756,38 @@ def to_markdown(table: TableSpec, results: pd.DataFrame, notes: Sequence[str] = 
     return "\n".join(out) + "\n"
 
 
+def batch1_timing(args, names: Sequence[str], *, size: int, quick_size: int,
+                  extra: Callable[[int, int], Mapping[str, Any]] | None = None) -> dict:
+    """Batch-1 network times of the registry models ``names`` for a timing table, kept in ``OUT/timing.json``.
+
+    Medians of ``--repeats`` runs (default 30, 3 under ``--quick``, at ``quick_size`` px)
+    after warm-up (:func:`mer_keras.evaluation.timing.run_latency_bench`) on ``--device``.
+    A saved measurement with the same settings (size, repeats, warm-up, host) is reused
+    unless ``--remeasure``. ``extra(size, repeats)``: further measurements stored with them
+    (e.g. pre-processing time). Returns ``{"settings", "network_ms", "params", ..., "status"}``.
+    """
+    from mer_keras.evaluation.timing import run_latency_bench
+    from mer_keras.training.runtime import device_scope
+
+    size = quick_size if args.quick else size
+    repeats = args.repeats or (3 if args.quick else 30)
+    settings = {"size": size, "repeats": repeats, "warmup": 1 if args.quick else 5, "host": platform.node()}
+    path = args.out / "timing.json"
+    if path.is_file() and not args.remeasure:
+        saved = json.loads(path.read_text())
+        if saved["settings"] == settings:
+            return {**saved, "status": f"reused: {path.name}"}
+    with device_scope(args.device):
+        bench = run_latency_bench(list(names), repeats, warmup=settings["warmup"],
+                                  input_sizes={n: size for n in names})
+    result = {"settings": settings, "network_ms": dict(zip(bench["model"], bench["median_ms"].astype(float))),
+              "params": dict(zip(bench["model"], bench["params"].astype(float))),
+              **(extra(size, repeats) if extra else {})}
+    args.out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    return {**result, "status": "measured"}
+
+
 def write_results(table: TableSpec, results: pd.DataFrame, out: Path, notes: Sequence[str] = (),
                   runs: Mapping | None = None, printer=print) -> str:
     """Write ``results.csv``, ``results.md`` (and ``runs.json``) into ``out``; print and return the markdown."""

@@ -18,6 +18,30 @@ divided by the number of folds the executor trains at once (measured wall-clock 
 of the concurrent run). Printed beside the official PyTorch code measured on the same
 2-core CPU (issue figures): STSTNet 69 ms per epoch of 374 samples (800 epochs x 68 folds =
 63 min), Off-TANet 262 samples/s (201 epochs x 49 folds = 3 h), and the ratio.
+
+Measured on a quiet machine (load average 1.5; ``python experiments/00c_training_throughput.py``,
+2 folds each, TensorFlow 2.21 / Keras 3.15, in-process)::
+
+    recipe     ms/epoch/fold  samples/s  projected full LOSO  official code  speed-up  target
+    ststnet            143.6       3036              132 min         63 min     0.48x  20 min
+    off_tanet         1297.4        221              217 min        180 min     0.83x  60 min
+
+The targets (3x faster than the official code) are not met, and measurements of the
+floor say they cannot be with TensorFlow on this CPU (STSTNet, 436 samples, batch 256,
+medians of repeated runs on the quiet machine, scratch scripts not kept):
+
+* STSTNet's budget for 800 epochs x 68 folds in 20 min is 22 ms per epoch. The first
+  convolution alone (3x3, 3 -> 16 channels, 28 x 28), forward and weight gradient only, no
+  other layer, takes 20 ms per epoch in a compiled loop; its forward pass 9 ms;
+* the fastest whole-network variant measured, hand-written (the three parallel
+  convolutions as one, batch normalisation moved exactly behind the max pooling as in
+  :class:`~mer_keras.models.flow_layers.BatchNormMaxPool2D`, the moments in one pass),
+  takes 90 ms per epoch (the engine's loop: 142 ms in the same process);
+* ``mixed_bfloat16`` (this CPU has AVX512-BF16, no AMX): 160 vs 162 ms per epoch;
+* XLA (``jit_compile=True``) was 5-30x slower on these small convolutions, and the same
+  model on the JAX backend with ``model.fit`` took 358 ms per epoch;
+* training several folds at once in one model multiplies the arithmetic by the number of
+  folds, and at 2 steps per epoch the per-step overhead it would share is already small.
 """
 
 from __future__ import annotations
