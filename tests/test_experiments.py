@@ -246,17 +246,23 @@ def test_heavy_rows_are_listed_and_skipped_without_yes(shared, tmp_path):
     cache = ex.synthetic_cache(ex.DataSpec("off_tanet", "off_tanet", 28), shared / "data", quick=True, log=lambda *_: None)
     table = ex.TableSpec(paper="zhang2021-off-tanet", table="2", title="t",
                          columns=(ex.Column("composite", "uf1"),),
-                         rows=(ex.Row("STSTNet(2019)", "off_tanet", ex.DataSpec("off_tanet", "off_tanet", 28),
+                         rows=(ex.Row("Off-ApexNet(2019)", "off_tanet", ex.DataSpec("off_tanet", "off_tanet", 28),
+                                      overrides=dict(model="off_apexnet", epochs=2)),
+                               ex.Row("STSTNet(2019)", "off_tanet", ex.DataSpec("off_tanet", "off_tanet", 28),
                                       overrides=dict(model="ststnet", model_kwargs={"variant": "off_tanet"},
-                                                     epochs=2)),))
+                                                     epochs=2))))
     args = ex.parse_args(["--data", str(cache), "--out", str(tmp_path / "out"), "--max-minutes", "1e-9",
-                          "--no-progress"], "t", script="t")
+                          "--rows", "STSTNet", "--no-progress"], "t", script="t")
     results, runs, _ = ex.run_table(table, args, log=lambda *_: None)
     row = runs["STSTNet(2019)"]
     assert row["status"] == "skipped (estimate)" and row["estimate_s"] > 0 and "folds" in row["estimate"]
     status = results.loc[results["row"] == "STSTNet(2019)", "status"].item()
     assert status.startswith("skipped: estimated") and "--yes" in status
     assert not (tmp_path / "out" / "ststnet-2019").exists()  # nothing trained
+    # a row left out by --rows keeps its place, marked as such (not as a row of the paper only)
+    assert list(dict.fromkeys(results["row"]))[:2] == ["Off-ApexNet(2019)", "STSTNet(2019)"]
+    assert "Off-ApexNet(2019)" not in runs
+    assert results.loc[results["row"] == "Off-ApexNet(2019)", "status"].iloc[0].startswith("not selected (--rows)")
     # other Table 2 rows come from the paper only
     assert set(results.loc[results["row"] == "Off-TANet(Ours)", "status"]) == {"in the paper only"}
 

@@ -979,11 +979,15 @@ def run_table(table: TableSpec, args, log=print) -> tuple[pd.DataFrame, dict, li
     if user_caches is None:
         notes.append("data: synthetic composite (not the licensed datasets); pass --data for real numbers.")
     labels = [r.label for r in rows]
+    if args.rows:  # the table's other rows stay in place, marked: their earlier runs are not read here
+        for r in table.rows:
+            status.setdefault(r.label, "not selected (--rows); rerun without --rows to include it")
+        labels = [r.label for r in table.rows]
     if table.paper_order and not args.rows:  # the paper's order, with the rows we do not run
         ours = {r.label for r in table.rows}
         labels = [x for x in table.paper_order if x in labels or x not in ours] + [
             x for x in labels if x not in table.paper_order]
-    results = assemble(table, labels, values, status, {r.label: r.paper_row for r in rows if r.paper_row})
+    results = assemble(table, labels, values, status, {r.label: r.paper_row for r in table.rows if r.paper_row})
     return results, runs, notes
 
 
