@@ -204,8 +204,9 @@ def cmd_datasets(args) -> int:
     return 0
 
 
-def cmd_loso(args) -> int:
-    from mer_keras.training import available_recipes, get_recipe, run_loso
+def _chosen_recipe(args):
+    """The ``--recipe`` preset (``--quick`` applied), after checking ``--epochs`` and ``--data`` (loso, fit-final)."""
+    from mer_keras.training import available_recipes, get_recipe
 
     try:
         recipe = get_recipe(args.recipe)
@@ -213,12 +214,19 @@ def cmd_loso(args) -> int:
         raise CLIError(f"unknown recipe {args.recipe!r}; available: {', '.join(available_recipes())}") from None
     if args.quick:
         recipe = recipe.quick()
-    if args.epochs is not None:
-        if args.epochs < 1:
-            raise CLIError("--epochs takes a count >= 1")
-        recipe = recipe.replace(epochs=args.epochs)
+    if args.epochs is not None and args.epochs < 1:
+        raise CLIError("--epochs takes a count >= 1")
     if not Path(args.data).exists():
         raise CLIError(f"--data {args.data} does not exist")
+    return recipe
+
+
+def cmd_loso(args) -> int:
+    from mer_keras.training import run_loso
+
+    recipe = _chosen_recipe(args)
+    if args.epochs is not None:
+        recipe = recipe.replace(epochs=args.epochs)
     data = args.data
     if args.macro is not None:
         if recipe.trainer != "transfer":
@@ -249,18 +257,8 @@ def cmd_loso(args) -> int:
 
 def cmd_fit_final(args) -> int:
     from mer_keras.inference.fit import fit_final
-    from mer_keras.training import available_recipes, get_recipe
 
-    try:
-        recipe = get_recipe(args.recipe)
-    except KeyError:
-        raise CLIError(f"unknown recipe {args.recipe!r}; available: {', '.join(available_recipes())}") from None
-    if args.quick:
-        recipe = recipe.quick()
-    if args.epochs is not None and args.epochs < 1:
-        raise CLIError("--epochs takes a count >= 1")
-    if not Path(args.data).exists():
-        raise CLIError(f"--data {args.data} does not exist")
+    recipe = _chosen_recipe(args)
     if Path(args.out).exists() and not args.overwrite:
         raise CLIError(f"--out {args.out} exists; pass --overwrite to replace the bundle")
     if args.macro is not None and not Path(args.macro).exists():

@@ -70,20 +70,14 @@ def _with_placeholder(ds):
 
 
 def _resolve(recipe, epochs, overrides):
-    from mer_keras.training.recipes import get_recipe
+    from mer_keras.training.loso import _resolve_recipe
 
-    recipe = get_recipe(recipe)
     changes = dict(overrides)
     if epochs is not None:
         if int(epochs) < 1:
             raise ValueError(f"epochs must be >= 1, got {epochs}")
         changes["epochs"] = int(epochs)
-    if changes:
-        unknown = set(changes) - set(recipe.to_dict())
-        if unknown:
-            raise TypeError(f"unknown recipe field(s) {sorted(unknown)}; fields: {sorted(recipe.to_dict())}")
-        recipe = recipe.replace(**changes)
-    return recipe
+    return _resolve_recipe(recipe, None, changes)
 
 
 def fit_final(
