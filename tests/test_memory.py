@@ -78,3 +78,29 @@ def test_fold_bench_lists_the_rss_after_each_fold():
     text = format_fold_bench(results)
     assert "2 folds in one process" in text
     assert "   1 samm__006           1.25 GB     1.40 GB" in text and "   2 samm__007           1.30 GB     1.50 GB" in text
+
+
+def test_training_loops_leave_no_traced_graph_behind():
+    """The engine's optimisers skip the one-replica all-reduce, whose ``tf.custom_gradient`` kept every
+    traced epoch graph in TensorFlow's gradient registry (3 graphs per transfer loop before)."""
+    import keras
+    from tensorflow.python.framework.func_graph import FuncGraph
+
+    from mer_keras.models.ststnet import STSTNet
+    from mer_keras.training.transfer import _Loop
+
+    def alive() -> int:
+        gc.collect()
+        return sum(isinstance(o, FuncGraph) for o in gc.get_objects())
+
+    recipe = get_recipe("ststnet")
+    x = np.random.default_rng(0).random((8, 28, 28, 3), dtype=np.float32)
+    y = np.arange(8) % 3
+    keras.backend.clear_session()
+    before = alive()
+    for _ in range(2):
+        loop = _Loop(STSTNet(classes=3, input_shape=(28, 28, 3)), recipe, 3, [], mixed=False, compiled=True)
+        loop.epoch(x, y, np.arange(8))
+        del loop
+        keras.backend.clear_session()
+    assert alive() == before
