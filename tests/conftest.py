@@ -3,6 +3,8 @@
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Saved timings are reused whatever the load: the suite runs in parallel workers; the load rule has its own tests.
+os.environ.setdefault("MER_KERAS_QUIET_OTHER_CORES", "inf")
 
 import pytest  # noqa: E402
 

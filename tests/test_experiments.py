@@ -241,6 +241,27 @@ def test_estimate_measures_once_and_scales_with_epochs(tmp_path):
     assert "4 folds" in short.detail and "10 epochs" in short.detail
 
 
+def test_a_step_timing_taken_under_load_is_measured_again(tmp_path, monkeypatch):
+    """Cached step times are reused only when other processes left the cores free while they were taken."""
+    from mer_keras.evaluation.timing import QUIET_ENV, QUIET_OTHER_CORES
+    from mer_keras.training import get_recipe
+
+    monkeypatch.delenv(QUIET_ENV, raising=False)  # the suite's conftest reuses every timing
+
+    recipe = get_recipe("ststnet")
+    cache = tmp_path / "steps.json"
+    first = ex.measure_step(recipe, 3, cache)
+    assert "other_cores" in first and first["step_s"] > 0
+    key = next(iter(json.loads(cache.read_text())))
+    for cores, reused in ((0.0, True), (QUIET_OTHER_CORES, True), (QUIET_OTHER_CORES + 0.5, False), (None, False)):
+        cache.write_text(json.dumps({key: {**first, "step_s": 123.0, "other_cores": cores}}))
+        again = ex.measure_step(recipe, 3, cache)
+        assert (again["step_s"] == 123.0) is reused, cores
+        assert (json.loads(cache.read_text())[key]["step_s"] == 123.0) is reused
+    cache.write_text(json.dumps({key: {k: v for k, v in first.items() if k != "other_cores"} | {"step_s": 123.0}}))
+    assert ex.measure_step(recipe, 3, cache)["step_s"] != 123.0  # saved before loads were recorded
+
+
 def test_heavy_rows_are_listed_and_skipped_without_yes(shared, tmp_path):
     """A row estimated above --max-minutes is skipped (with its estimate in the table) unless --yes."""
     cache = ex.synthetic_cache(ex.DataSpec("off_tanet", "off_tanet", 28), shared / "data", quick=True, log=lambda *_: None)

@@ -2,6 +2,7 @@
 benchmark, never asserted here: these tests only check shapes, bookkeeping and paper data."""
 
 import math
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -86,3 +87,32 @@ def test_module_entry_point_parses(monkeypatch):
                         lambda names, **kw: seen.update(names=names, **kw))
     assert timing.main(["--repeats", "3", "--models", "off_tanet"]) == 0
     assert seen["names"] == ["off_tanet"] and seen["repeats"] == 3
+
+
+@pytest.mark.skipif(not Path("/proc/stat").is_file(), reason="other processes' CPU time is read from /proc/stat")
+def test_other_load_counts_a_busy_process_beside_it(monkeypatch):
+    import subprocess
+    import sys
+    import time
+
+    from mer_keras.evaluation.timing import QUIET_ENV, OtherLoad, load_note, measured_quietly
+
+    monkeypatch.delenv(QUIET_ENV, raising=False)
+
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        with OtherLoad() as busy:
+            time.sleep(1.0)
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert busy.cores >= 0.6  # one core spinning (other test workers can only add to it)
+    assert "1." in load_note(1.2) and load_note(0.0) == "" and "unknown" in load_note(None)
+    assert measured_quietly({"other_cores": 0.1}) and not measured_quietly({"other_cores": 1.0})
+    assert not measured_quietly({})
+    monkeypatch.setenv(QUIET_ENV, "inf")
+    assert measured_quietly({"other_cores": 1.0}) and measured_quietly({}) and load_note(1.0) == ""
+    monkeypatch.setenv(QUIET_ENV, "lots")
+    with pytest.raises(ValueError, match=QUIET_ENV):
+        measured_quietly({})

@@ -18,7 +18,9 @@ input size) and an optional source-dataset filter. :func:`main` then does the re
    (a smaller probe batch, scaled linearly, when a step would cost more than
    :data:`PROBE_FLOPS`), the first call giving the per-fold tracing cost -- times steps x
    epochs x folds (both stages of a two-stage recipe); handcrafted recipes time their
-   feature on two clips. Measurements are kept in ``OUT/step_timings.json``. Rows above
+   feature on two clips. Measurements are kept in ``OUT/step_timings.json`` with the CPU
+   other processes used meanwhile; one taken under load is measured again next run (a
+   loaded machine had made estimates several times too long). Rows above
    ``--max-minutes`` (default :data:`MAX_MINUTES`) are listed with their estimate and
    skipped unless ``--yes``; rows whose run is already finished are not estimated;
    ``--dry-run`` stops after the estimates.
@@ -58,6 +60,7 @@ import numpy as np
 import pandas as pd
 
 from mer_keras.evaluation import paper_results
+from mer_keras.evaluation.timing import OtherLoad, load_note, measured_quietly
 
 MAX_MINUTES = 30.0
 """Default ``--max-minutes``: rows estimated above it are skipped unless ``--yes``."""
@@ -442,9 +445,12 @@ def _probe_model(recipe, n_classes: int):
 def measure_step(recipe, n_classes: int, cache_file: Path | None = None) -> dict:
     """Tracing cost and time of one training step of ``recipe``'s model on random inputs of its size.
 
-    Returns ``{"trace_s", "step_s" (at the recipe's batch size), "probe_batch", "gflops"}``,
-    cached in ``cache_file`` (JSON) under a key of model, arguments, input, batch, machine
-    and TensorFlow version (not the loss: an SVM or softmax head costs the same here).
+    Returns ``{"trace_s", "step_s" (at the recipe's batch size), "probe_batch", "gflops",
+    "other_cores"}``, cached in ``cache_file`` (JSON) under a key of model, arguments, input,
+    batch, machine and TensorFlow version (not the loss: an SVM or softmax head costs the
+    same here). ``other_cores``: the CPU other processes used meanwhile
+    (:class:`~mer_keras.evaluation.timing.OtherLoad`); a cached timing taken under load is
+    measured again (:func:`~mer_keras.evaluation.timing.measured_quietly`).
     """
     import keras
     import tensorflow as tf
@@ -458,7 +464,7 @@ def measure_step(recipe, n_classes: int, cache_file: Path | None = None) -> dict
     store = {}
     if cache_file is not None and Path(cache_file).is_file():
         store = json.loads(Path(cache_file).read_text())
-        if key in store:
+        if key in store and measured_quietly(store[key]):
             return store[key]
     keras.backend.clear_session()
     model = _probe_model(recipe, n_classes)
@@ -481,17 +487,18 @@ def measure_step(recipe, n_classes: int, cache_file: Path | None = None) -> dict
 
     fn = tf.function(one_epoch)
     perm = tf.constant(np.arange(probe, dtype=np.int32))
-    start = time.perf_counter()
-    fn(perm)
-    first = time.perf_counter() - start
-    times = []
-    for _ in range(2):
+    with OtherLoad() as load:
         start = time.perf_counter()
         fn(perm)
-        times.append(time.perf_counter() - start)
+        first = time.perf_counter() - start
+        times = []
+        for _ in range(2):
+            start = time.perf_counter()
+            fn(perm)
+            times.append(time.perf_counter() - start)
     step = float(np.median(times))
     result = {"trace_s": max(0.0, first - step), "step_s": step * batch / probe, "probe_batch": probe,
-              "gflops": flops / 1e9}
+              "gflops": flops / 1e9, "other_cores": load.cores}
     keras.backend.clear_session()
     if cache_file is not None:
         store[key] = result
@@ -552,7 +559,8 @@ def estimate_row(recipe, clips: pd.DataFrame, subjects: Sequence[str] | None, *,
               + (f"; {trials} grid trials per fold" if trials else "")
               + f"; step {step['step_s'] * 1e3:.0f} ms at batch {recipe.batch_size}"
               + (f" (probe batch {step['probe_batch']})" if step["probe_batch"] < recipe.batch_size else "")
-              + f", tracing {step['trace_s']:.0f} s per fold and stage")
+              + f", tracing {step['trace_s']:.0f} s per fold and stage"
+              + load_note(step.get("other_cores")))
     return Estimate(total, detail)
 
 
@@ -763,7 +771,8 @@ def batch1_timing(args, names: Sequence[str], *, size: int, quick_size: int,
     Medians of ``--repeats`` runs (default 30, 3 under ``--quick``, at ``quick_size`` px)
     after warm-up (:func:`mer_keras.evaluation.timing.run_latency_bench`) on ``--device``.
     A saved measurement with the same settings (size, repeats, warm-up, host) is reused
-    unless ``--remeasure``. ``extra(size, repeats)``: further measurements stored with them
+    unless ``--remeasure`` or it was taken while other processes loaded the machine
+    (:func:`~mer_keras.evaluation.timing.measured_quietly`); the status names that load. ``extra(size, repeats)``: further measurements stored with them
     (e.g. pre-processing time). Returns ``{"settings", "network_ms", "params", ..., "status"}``.
     """
     from mer_keras.evaluation.timing import run_latency_bench
@@ -775,17 +784,18 @@ def batch1_timing(args, names: Sequence[str], *, size: int, quick_size: int,
     path = args.out / "timing.json"
     if path.is_file() and not args.remeasure:
         saved = json.loads(path.read_text())
-        if saved["settings"] == settings:
+        if saved["settings"] == settings and measured_quietly(saved):
             return {**saved, "status": f"reused: {path.name}"}
-    with device_scope(args.device):
+    with device_scope(args.device), OtherLoad() as load:
         bench = run_latency_bench(list(names), repeats, warmup=settings["warmup"],
                                   input_sizes={n: size for n in names})
-    result = {"settings": settings, "network_ms": dict(zip(bench["model"], bench["median_ms"].astype(float))),
-              "params": dict(zip(bench["model"], bench["params"].astype(float))),
-              **(extra(size, repeats) if extra else {})}
+        result = {"settings": settings, "network_ms": dict(zip(bench["model"], bench["median_ms"].astype(float))),
+                  "params": dict(zip(bench["model"], bench["params"].astype(float))),
+                  **(extra(size, repeats) if extra else {})}
+    result["other_cores"] = load.cores
     args.out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
-    return {**result, "status": "measured"}
+    return {**result, "status": "measured" + load_note(load.cores)}
 
 
 def write_results(table: TableSpec, results: pd.DataFrame, out: Path, notes: Sequence[str] = (),

@@ -75,10 +75,21 @@ and reports the median per model and its ratio to MobileNetV2 *measured in the s
 run*. Thread settings are TensorFlow's defaults (intra-op pool = number of cores,
 inter-op pool chosen by the runtime); they are printed in the header and can be set
 with ``tf.config.threading`` before TensorFlow runs its first op.
+
+Other processes' load
+---------------------
+A time measured while other jobs share the cores is too high (2-5x on the 2-core
+machine these numbers come from), and a saved one would mislead every later estimate.
+:class:`OtherLoad` measures, around a timed block, how many cores' worth of CPU time
+*other* processes used (all cores' busy time from ``/proc/stat`` minus this process's
+own CPU time, over the wall time), so that saved timings can record it and be re-measured
+when they were taken above :data:`QUIET_OTHER_CORES` (:func:`measured_quietly`). The
+load average cannot tell this: it counts this process's own threads too.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -366,8 +377,90 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+QUIET_OTHER_CORES = 0.25
+"""Cores' worth of CPU time other processes may use while a saved timing is taken for it to count as quiet."""
+
+
+def _busy_cpu_seconds() -> float | None:
+    """CPU seconds all cores spent busy since boot (Linux ``/proc/stat``; None elsewhere)."""
+    try:
+        with open("/proc/stat") as stat:
+            ticks = [int(v) for v in stat.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    if len(ticks) < 5:
+        return None
+    idle = ticks[3] + ticks[4]  # idle + iowait; guest time is already inside user and nice
+    return (sum(ticks) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+class OtherLoad:
+    """Cores' worth of CPU time used by *other* processes while a ``with`` block ran.
+
+    ``with OtherLoad() as load: ...`` then ``load.cores``: (busy CPU seconds of all cores
+    - this process's CPU seconds) / wall seconds, e.g. 1.0 when another job kept one core
+    busy throughout; ``None`` where ``/proc/stat`` is unavailable.
+    """
+
+    def __init__(self):
+        self.cores: float | None = None
+
+    def __enter__(self) -> "OtherLoad":
+        self._busy, self._own, self._wall = _busy_cpu_seconds(), _own_cpu_seconds(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        busy, wall = _busy_cpu_seconds(), time.perf_counter() - self._wall
+        if busy is None or self._busy is None or wall <= 0:
+            return
+        other = (busy - self._busy) - (_own_cpu_seconds() - self._own)
+        self.cores = round(max(0.0, other) / wall, 2)
+
+
+QUIET_ENV = "MER_KERAS_QUIET_OTHER_CORES"
+"""Environment variable that replaces :data:`QUIET_OTHER_CORES` (``inf``: reuse every saved timing,
+e.g. on a machine always shared with other jobs, or in a test suite running in parallel)."""
+
+
+def quiet_limit() -> float:
+    """:data:`QUIET_OTHER_CORES`, or the value of the :data:`QUIET_ENV` environment variable."""
+    value = os.environ.get(QUIET_ENV)
+    if value is None:
+        return QUIET_OTHER_CORES
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"{QUIET_ENV}={value!r}: expected a number of cores (or inf)") from None
+
+
+def measured_quietly(saved: dict) -> bool:
+    """Whether a saved timing may be reused: it records :class:`OtherLoad` cores at most :func:`quiet_limit`.
+
+    Timings saved without that record (older files) or where it was unknown are not reused
+    (unless the limit is ``inf``).
+    """
+    cores = saved.get("other_cores")
+    limit = quiet_limit()
+    return limit == math.inf or (cores is not None and cores <= limit)
+
+
+def load_note(cores: float | None) -> str:
+    """``""`` for a quiet measurement, else a warning naming the other processes' load."""
+    if cores is None:
+        return "; other processes' load unknown"
+    if cores <= quiet_limit():
+        return ""
+    return f"; other processes used {cores:.1f} cores meanwhile (times too long; measured again next run)"
+
+
 __all__ = ["REFERENCE", "TABLE4_ROWS", "INPUT_SIZES", "PAPER_TIMES", "PaperTime", "MODES",
-           "measure_latency", "run_latency_bench", "format_table", "thread_settings"]
+           "measure_latency", "run_latency_bench", "format_table", "thread_settings",
+           "QUIET_OTHER_CORES", "QUIET_ENV", "quiet_limit", "OtherLoad", "measured_quietly", "load_note"]
 
 if __name__ == "__main__":
     raise SystemExit(main())
