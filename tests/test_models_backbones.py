@@ -46,6 +46,18 @@ def test_shufflenet_vit_close_to_paper():
     assert n == 1_535_955
 
 
+@pytest.mark.parametrize("size,patches", [(224, (2, 1)), (64, (2, 1)), (128, (2, 2))])
+def test_shufflenet_vit_patch_never_leaves_one_token(size, patches):
+    """2x2 patches where the map holds several (224 px: 14x14 then 7x7, odd so 1x1); a 2x2 map gets 1x1 patches."""
+    model = registry.get("shufflenet_v2_vit")(classes=3, input_shape=(size, size, 3))
+    got = tuple(model.get_layer(f"vit_{where}_stage4_transformer1").patch_size for where in ("before", "after"))
+    assert got == patches
+    n_params = model.count_params()
+    keras.backend.clear_session()
+    if size == 64:  # the patch only regroups tokens: no weight depends on it
+        assert n_params == registry.get("shufflenet_v2_vit")(classes=3, input_shape=(224, 224, 3)).count_params()
+
+
 def test_shufflenet_cbam_count():
     assert _tc(registry.get("shufflenet_v2_cbam")(classes=3)) == 1_256_679 + 27_405 + 99
 

@@ -66,14 +66,15 @@ def _vit_unit(x, ctx, dim, layers, heads, name):
     Channel split -> [identity | MobileViT-style block on C/2 channels] -> concat ->
     channel shuffle. The block: depthwise 3x3 (+BN+act) -> 1x1 to ``dim`` -> ``layers`` x
     :class:`GhostTransformerEncoder` (Ghost projections, Q = K = V, FFN 2*dim, swish,
-    2x2 patches, or 1x1 when the map is not divisible by 2) -> LayerNorm -> 1x1 back to
+    2x2 patches, or 1x1 when the map is not divisible by 2 or is one 2x2 patch, where each
+    token could attend only to itself) -> LayerNorm -> 1x1 back to
     C/2 (+BN+act) -> concat with the block input -> depthwise 3x3 (+BN+act) -> 1x1 to C/2
     (+BN+act).
     """
     c = x.shape[-1]
     half = c // 2
     h, w = x.shape[1], x.shape[2]
-    patch = 2 if (h is not None and w is not None and h % 2 == 0 and w % 2 == 0) else 1
+    patch = 2 if (h is not None and w is not None and h % 2 == 0 and w % 2 == 0 and h * w > 4) else 1
     x1, x2 = ChannelSplit(2, name=f"{name}_split")(x)
     y = conv_bn(x2, ctx, None, 3, 1, f"{name}_local", depthwise=True)
     y = keras.layers.Conv2D(dim, 1, use_bias=False, kernel_regularizer=ctx.reg,
