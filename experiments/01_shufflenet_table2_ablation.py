@@ -27,6 +27,12 @@ Deviations from the paper:
 Run with the same ``--out`` as ``02_shufflenet_table3_comparison.py`` to share the MobileNetV2,
 DeiT and improved-ViT runs.
 
+Run time: the estimates measured on a quiet 2-core CPU (``--dry-run``) add up to about
+770 h at 224 px (DeiT-Base alone 555 h, ResNet50 121 h, MobileNetV2 40 h, the nine
+ShuffleNetV2 rows 53 h) and 87 h with ``--size 64`` (the nine ShuffleNetV2 rows 8.7 h):
+the full table needs a GPU (``--device gpu``); ``--rows ShuffleNetV2 --size 64`` runs the
+paper's own model family on a CPU (see ``experiments/README.md``).
+
     python experiments/01_shufflenet_table2_ablation.py [--quick] [--size 64] [--data CACHE] [--yes] [--out DIR]
 """
 
