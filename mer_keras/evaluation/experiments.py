@@ -772,8 +772,8 @@ def batch1_timing(args, names: Sequence[str], *, size: int, quick_size: int,
     after warm-up (:func:`mer_keras.evaluation.timing.run_latency_bench`) on ``--device``.
     A saved measurement with the same settings (size, repeats, warm-up, host) is reused
     unless ``--remeasure`` or it was taken while other processes loaded the machine
-    (:func:`~mer_keras.evaluation.timing.measured_quietly`); the status names that load. ``extra(size, repeats)``: further measurements stored with them
-    (e.g. pre-processing time). Returns ``{"settings", "network_ms", "params", ..., "status"}``.
+    (:func:`~mer_keras.evaluation.timing.measured_quietly`); the status names that load.
+    ``extra(size, repeats)``: further measurements stored with them (e.g. pre-processing time). Returns ``{"settings", "network_ms", "params", ..., "status"}``.
     """
     from mer_keras.evaluation.timing import run_latency_bench
     from mer_keras.training.runtime import device_scope

@@ -75,8 +75,9 @@ What held the memory (before):
 Now a run holds every frame once, in one aligned buffer with the mirrored frames appended
 (:func:`~mer_keras.training.two_stage.stage2_pool`, 0.89 GB at this size), that
 TensorFlow reads without a copy; a fold trains on its rows of it, and the engine's
-optimisers skip the one-replica all-reduce (:func:`~mer_keras.training.loso._optimizer`). The peak is now reached in stage 1 (pre-training activations; the
-stage-2 set-up adds nothing above it).
+optimisers skip the one-replica all-reduce (:func:`~mer_keras.training.loso._optimizer`).
+The peak is now reached in stage 1 (pre-training activations; the stage-2 set-up adds
+nothing above it).
 
 Growth across folds (``experiments/00b_fold_memory_bench.py --size 64 --epochs 1
 --pretrain-epochs 1 --folds N``, RSS after each fold; before with 12 folds, after with 6)::
