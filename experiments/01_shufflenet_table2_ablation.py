@@ -29,7 +29,7 @@ DeiT and improved-ViT runs.
 
 Run time: the estimates measured on a quiet 2-core CPU (``--dry-run``) add up to about
 770 h at 224 px (DeiT-Base alone 555 h, ResNet50 121 h, MobileNetV2 40 h, the nine
-ShuffleNetV2 rows 53 h) and 87 h with ``--size 64`` (the nine ShuffleNetV2 rows 8.7 h):
+ShuffleNetV2 rows 50 h) and 89 h with ``--size 64`` (the nine ShuffleNetV2 rows 10.9 h):
 the full table needs a GPU (``--device gpu``); ``--rows ShuffleNetV2 --size 64`` runs the
 paper's own model family on a CPU (see ``experiments/README.md``).
 
