@@ -120,6 +120,17 @@ def test_confusion_png_is_valid_image(report, tmp_path):
     assert float(img[..., :3].std()) > 0.05  # not a blank canvas
 
 
+def test_confusion_figure_keeps_long_row_name_on_canvas(preds):
+    name = "ShuffleNetV2 with improved ViT without SVM classifier (shufflenet_svm_corrected)"
+    fig = LOSOReport.from_predictions(preds, name=name).confusion_figure()
+    renderer = fig.canvas.get_renderer()
+    fig.draw(renderer)
+    box = fig._suptitle.get_window_extent(renderer)
+    width, height = fig.bbox.width, fig.bbox.height
+    assert fig._suptitle.get_text().startswith(name + "\n")
+    assert 0 <= box.x0 and box.x1 <= width and 0 <= box.y0 and box.y1 <= height
+
+
 def test_markdown_row_and_header(report, tmp_path):
     row = report.markdown_row()
     header = report.markdown_header()

@@ -451,6 +451,12 @@ class LOSOReport:
         return out
 
     def _write_confusion_png(self, path: Path) -> None:
+        self.confusion_figure().savefig(path, format="png")
+
+    def confusion_figure(self):
+        """The pooled confusion matrix as a matplotlib Figure: counts beside the
+        row-normalised matrix (recall per true class), the run name and headline metrics
+        above. Built without pyplot (safe under Agg)."""
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
@@ -463,10 +469,10 @@ class LOSOReport:
         m = self.metrics
         title = (f"UF1 {m['uf1']:.4f}  UAR {m['uar']:.4f}  (all folds pooled, "
                  f"{m['n_clips']} clips, {m['n_subjects']} subjects)")
-        if self.name:
-            title = f"{self.name}: {title}"
+        if self.name:  # own line: a long row name would push the metrics off the canvas
+            title = f"{self.name}\n{title}"
         fig.suptitle(title)
-        fig.savefig(path, format="png")
+        return fig
 
     @classmethod
     def load(cls, out_dir) -> "LOSOReport":
