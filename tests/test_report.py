@@ -125,9 +125,10 @@ def test_confusion_figure_keeps_long_row_name_on_canvas(preds):
     fig = LOSOReport.from_predictions(preds, name=name).confusion_figure()
     renderer = fig.canvas.get_renderer()
     fig.draw(renderer)
-    box = fig._suptitle.get_window_extent(renderer)
+    [title] = fig.texts  # the suptitle, the figure's only text
+    box = title.get_window_extent(renderer)
     width, height = fig.bbox.width, fig.bbox.height
-    assert fig._suptitle.get_text().startswith(name + "\n")
+    assert title.get_text().startswith(name + "\n")
     assert 0 <= box.x0 and box.x1 <= width and 0 <= box.y0 and box.y1 <= height
 
 

@@ -443,15 +443,13 @@ class LOSOReport:
         if self.predictions is not None:
             _atomic_write(out / "report_predictions.csv",
                           lambda p: self.predictions.to_csv(p, index=False))
-        _atomic_write(out / "confusion_matrix.png", self._write_confusion_png)
+        _atomic_write(out / "confusion_matrix.png",
+                      lambda p: self.confusion_figure().savefig(p, format="png"))
         _write_text(out / "table_row.md",
                     self.markdown_header() + "\n" + self.markdown_row() + "\n")
         text = json.dumps(self.to_dict(), indent=2, allow_nan=False)
         _write_text(out / "report.json", text + "\n")
         return out
-
-    def _write_confusion_png(self, path: Path) -> None:
-        self.confusion_figure().savefig(path, format="png")
 
     def confusion_figure(self):
         """The pooled confusion matrix as a matplotlib Figure: counts beside the
