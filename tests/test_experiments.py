@@ -288,6 +288,21 @@ def test_heavy_rows_are_listed_and_skipped_without_yes(shared, tmp_path):
     assert set(results.loc[results["row"] == "Off-TANet(Ours)", "status"]) == {"in the paper only"}
 
 
+def test_rows_select_by_part_or_whole_label():
+    rows = load_script("01").TABLE.rows
+    labels = lambda texts, **kw: [r.label for r in ex.select_rows(rows, texts, **kw)]  # noqa: E731
+    assert len(labels(None)) == len(rows)
+    cbam = ["ShuffleNetV2 with CBAM without pre-trained", "ShuffleNetV2 with CBAM without SVM classifier",
+            "ShuffleNetV2 with CBAM"]
+    assert labels(["with cbam"]) == cbam
+    assert labels(["ShuffleNetV2 with CBAM"], exact=True) == cbam[2:]
+    assert labels(["shufflenetv2", "MobileNetV2"], exact=True) == ["ShuffleNetV2", "MobileNetV2"]
+    with pytest.raises(SystemExit, match="--exact-rows --rows .* matches no row"):
+        ex.select_rows(rows, ["with CBAM"], exact=True)
+    with pytest.raises(SystemExit):
+        ex.parse_args(["--exact-rows"], "t", script="t")
+
+
 def test_match_cache_and_source_filter(shared):
     from mer_keras.preprocess.cache import PreparedCache
     from mer_keras.training import LOSODataset, get_recipe

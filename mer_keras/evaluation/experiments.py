@@ -11,7 +11,8 @@ input size) and an optional source-dataset filter. :func:`main` then does the re
    under ``--quick`` that is the rows' quick size); default: a synthetic composite written
    and prepared on the fly under ``--data-dir``, reused when present), ``--quick`` (what CI
    runs: the table's quick subset of rows, one left-out subject, one epoch, tiny inputs), ``--executor``,
-   ``--device``, ``--out``, ``--yes``, ``--max-minutes``, ``--rows``, ``--dry-run``, ``--seed``;
+   ``--device``, ``--out``, ``--yes``, ``--max-minutes``, ``--rows`` (``--exact-rows``), ``--dry-run``,
+   ``--seed``;
 2. a time estimate per row before anything trains (:func:`estimate_row`): a short
    measured timing of the row's model on its input -- one compiled training step (the
    LOSO engine's :func:`~mer_keras.training.loso.epoch_steps`) at the row's batch size
@@ -247,6 +248,9 @@ def build_parser(description: str, *, resizable: bool = False) -> argparse.Argum
     p.add_argument("--max-minutes", type=float, default=MAX_MINUTES,
                    help=f"rows estimated above this are skipped unless --yes (default {MAX_MINUTES:g})")
     p.add_argument("--rows", nargs="+", metavar="TEXT", help="only rows whose label contains one of these texts")
+    p.add_argument("--exact-rows", action="store_true",
+                   help="--rows texts are whole row labels (e.g. 'ShuffleNetV2 with CBAM' without its "
+                        "'without ...' variants)")
     p.add_argument("--dry-run", action="store_true", help="print the time estimates and stop (nothing trains)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true",
@@ -269,6 +273,8 @@ def parse_args(argv: Sequence[str] | None, description: str, *, script: str, res
     args.out = Path(args.out)
     if args.data_dir is None:
         args.data_dir = args.out / "synthetic"
+    if args.exact_rows and not args.rows:
+        parser.error("--exact-rows needs --rows")
     if args.max_minutes <= 0:
         parser.error(f"--max-minutes must be > 0, got {args.max_minutes}")
     if getattr(args, "size", None) is not None and not 16 <= args.size <= 1024:
@@ -847,14 +853,28 @@ def _row_input(cache: Path, recipe, sources, transform=None):
     return data if transform is None else transform(data)
 
 
+def select_rows(rows: Sequence[Row], texts: Sequence[str] | None, *, exact: bool = False) -> list[Row]:
+    """The rows that ``--rows`` selects: every row without texts; else the rows whose label contains one
+    of the texts, or (``exact``) equals one of them, case-insensitively, in the table's order.
+
+    Raises ``SystemExit`` naming the labels when the texts select nothing.
+    """
+    if not texts:
+        return list(rows)
+    wanted = [t.lower() for t in texts]
+    chosen = [r for r in rows if any(t == r.label.lower() if exact else t in r.label.lower() for t in wanted)]
+    if not chosen:
+        how = "--exact-rows " if exact else ""
+        raise SystemExit(f"{how}--rows {list(texts)} matches no row; rows: {[r.label for r in rows]}")
+    return chosen
+
+
 def run_table(table: TableSpec, args, log=print) -> tuple[pd.DataFrame, dict, list[str]]:
     """Estimate, run (or skip) every selected row of ``table``; returns ``(results, runs, notes)``."""
     from mer_keras.training import ConfigMismatchError, run_loso
 
     quick = bool(args.quick)
-    rows = [r for r in table.rows if not args.rows or any(t.lower() in r.label.lower() for t in args.rows)]
-    if args.rows and not rows:
-        raise SystemExit(f"--rows {args.rows} matches no row; rows: {[r.label for r in table.rows]}")
+    rows = select_rows(table.rows, args.rows, exact=getattr(args, "exact_rows", False))
     user_caches = None
     if args.data:
         from mer_keras.preprocess.cache import PreparedCache
