@@ -19,10 +19,12 @@ Deviations: DeiT is DeiT-Base/16 (the text's "more than 10 G" multiply-adds); on
 pass per sample (the two-stage recipe scores a clip as the mean over its onset..apex
 frames, which multiplies the network part by the frame count); timings are of this
 machine. Measured times are kept in ``OUT/timing.json`` and reused by a rerun with the same
-settings (``--remeasure`` to measure again). ``--quick``: 32 px, 3 repetitions. ``--data``,
-``--executor`` and the row options do not apply (nothing is trained).
+settings (``--remeasure`` to measure again). ``--quick``: 32 px, 3 repetitions. ``--rows``
+(``--exact-rows``) times only the selected networks (the others stay in the table without
+numbers; their saved times are kept for the next run). ``--data`` and ``--executor`` do
+not apply (nothing is trained).
 
-    python experiments/03_shufflenet_table4_timing.py [--quick] [--repeats 30] [--remeasure] [--out DIR]
+    python experiments/03_shufflenet_table4_timing.py [--quick] [--repeats 30] [--remeasure] [--rows TEXT ...] [--out DIR]
 """
 
 import statistics
@@ -30,7 +32,7 @@ import sys
 import time
 
 from mer_keras.evaluation.experiments import (
-    Column, TableSpec, assemble, batch1_timing, parse_args, write_results)
+    Column, TableSpec, assemble, batch1_timing, parse_args, timing_rows, write_results)
 
 ROWS = (("ResNet50", "resnet50"), ("DeiT", "deit_base"), ("MobileNetV2", "mobilenet_v2"),
         ("ShuffleNetV2 + CBAM", "shufflenet_v2_cbam"), ("ShuffleNetV2+ViT", "shufflenet_v2_vit"))
@@ -66,9 +68,9 @@ def preprocess_ms(size: int, repeats: int) -> float:
     return statistics.median(times)
 
 
-def measure(args) -> dict:
-    """Network times of the rows and the pre-processing time (alignment and TV-L1 flow of one clip), or the saved ones."""
-    return batch1_timing(args, [name for _, name in ROWS], size=224, quick_size=32,
+def measure(args, rows) -> dict:
+    """Network times of ``rows`` and the pre-processing time (alignment and TV-L1 flow of one clip), or the saved ones."""
+    return batch1_timing(args, [name for _, name in rows], size=224, quick_size=32,
                          extra=lambda size, repeats: {"preprocess_ms": preprocess_ms(size, repeats)})
 
 
@@ -76,15 +78,16 @@ def main(argv=None) -> int:
     args = parse_args(argv, __doc__.split("\n\n")[0], script="03_shufflenet_table4_timing",
                       extra=lambda p: (p.add_argument("--repeats", type=int, help="timed runs per model"),
                                        p.add_argument("--remeasure", action="store_true")))
-    timing = measure(args)
+    rows, status = timing_rows(ROWS, args)
+    timing = measure(args, rows)
     values = {}
-    for label, name in ROWS:
+    for label, name in rows:
         network = timing["network_ms"][name]
         values[(label, "-", "network_ms")] = network
         values[(label, "-", "preprocess_ms")] = timing["preprocess_ms"]
         values[(label, "-", "end_to_end_ms")] = network + timing["preprocess_ms"]
     s = timing["settings"]
-    status = {label: f"{timing['status']} ({s['size']} px, median of {s['repeats']})" for label, _ in ROWS}
+    status.update({label: f"{timing['status']} ({s['size']} px, median of {s['repeats']})" for label, _ in rows})
     results = assemble(TABLE, [label for label, _ in ROWS], values, status)
     notes = [f"{'--quick: 32 px inputs and 3 repetitions; ' if args.quick else ''}network times at {s['size']} px, "
              f"pre-processing of one 640x480 two-frame sample to {s['size']} px."]

@@ -22,17 +22,19 @@ does not say which); DeiT is DeiT-Base/16 (the text: DeiT has "86 M parameters")
 network pass per sample, pre-processing not included; timings are of this machine.
 Measured times are kept in ``OUT/timing.json`` and reused by a rerun with the same
 settings (``--remeasure`` to measure again). ``--quick``: 64 px (the smallest input
-MobileViT-S takes), 3 repetitions, 1 warm-up call. ``--data``, ``--executor`` and the row
-options do not apply (nothing is trained).
+MobileViT-S takes), 3 repetitions, 1 warm-up call. ``--rows`` (``--exact-rows``) times
+only the selected networks (the others stay in the table without numbers; their saved
+times are kept for the next run). ``--data`` and ``--executor`` do not apply (nothing is
+trained).
 
-    python experiments/11_mobilevit_table4_timing.py [--quick] [--repeats 30] [--remeasure] [--out DIR]
+    python experiments/11_mobilevit_table4_timing.py [--quick] [--repeats 30] [--remeasure] [--rows TEXT ...] [--out DIR]
 """
 
 import platform
 import sys
 
 from mer_keras.evaluation.experiments import (
-    Column, TableSpec, assemble, batch1_timing, parse_args, write_results)
+    Column, TableSpec, assemble, batch1_timing, parse_args, timing_rows, write_results)
 
 ROWS = (("MobileViT-S", "mobilevit_s"), ("MobileNetV2", "mobilenet_v2"), ("MobileNetV3-Small", "mobilenet_v3_small"),
         ("MobileNetV3-Large", "mobilenet_v3_large"), ("ResNet18", "resnet18"), ("DeiT", "deit_base"))
@@ -50,26 +52,28 @@ TABLE = TableSpec(
 )
 
 
-def measure(args) -> dict:
-    return batch1_timing(args, [name for _, name in ROWS], size=SIZE, quick_size=64)
+def measure(args, rows) -> dict:
+    """Network times and parameters of ``rows``, or the saved ones."""
+    return batch1_timing(args, [name for _, name in rows], size=SIZE, quick_size=64)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv, __doc__.split("\n\n")[0], script="11_mobilevit_table4_timing",
                       extra=lambda p: (p.add_argument("--repeats", type=int, help="timed runs per model"),
                                        p.add_argument("--remeasure", action="store_true")))
-    timing = measure(args)
+    rows, status = timing_rows(ROWS, args)
+    timing = measure(args, rows)
     values = {}
-    for label, name in ROWS:
+    for label, name in rows:
         values[(label, "-", "network_ms")] = timing["network_ms"][name]
         values[(label, "-", "params")] = timing["params"][name]
     s = timing["settings"]
-    status = {label: f"{timing['status']} ({s['size']} px, median of {s['repeats']})" for label, _ in ROWS}
+    status.update({label: f"{timing['status']} ({s['size']} px, median of {s['repeats']})" for label, _ in rows})
     results = assemble(TABLE, [label for label, _ in ROWS], values, status, PAPER_ROWS)
-    mvit = timing["network_ms"]["mobilevit_s"]
+    mvit = values.get(("MobileViT-S", "-", "network_ms"))  # absent when --rows leaves MobileViT-S out
+    versus = "" if mvit is None else f"; MobileViT-S {mvit:.1f} ms here vs 35.4 ms in the paper ({mvit / 35.4:.2f}x)"
     notes = [f"{'--quick: 64 px inputs and 3 repetitions; ' if args.quick else ''}batch-1 network times at "
-             f"{s['size']} px on this machine ({platform.processor() or platform.machine()}); MobileViT-S "
-             f"{mvit:.1f} ms here vs 35.4 ms in the paper ({mvit / 35.4:.2f}x)."]
+             f"{s['size']} px on this machine ({platform.processor() or platform.machine()}){versus}."]
     write_results(TABLE, results, args.out, notes, runs={"timing": timing})
     return 0
 

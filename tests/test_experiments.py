@@ -303,6 +303,43 @@ def test_rows_select_by_part_or_whole_label():
         ex.parse_args(["--exact-rows"], "t", script="t")
 
 
+def test_timing_rows_time_only_the_selected_networks_and_keep_the_others(tmp_path, monkeypatch):
+    from mer_keras.evaluation import timing
+
+    calls = []
+
+    def fake_bench(names, repeats, warmup, input_sizes):
+        calls.append(list(names))
+        return pd.DataFrame({"model": names, "median_ms": [10.0 * len(calls)] * len(names),
+                             "params": [1e6] * len(names)})
+
+    monkeypatch.setattr(timing, "run_latency_bench", fake_bench)
+    module = load_script("11")
+    out = tmp_path / "11"
+    run = lambda *rows: module.main(["--quick", "--out", str(out), *rows])  # noqa: E731
+    network = lambda: read_results(out).query("metric == 'network_ms'").set_index("row")  # noqa: E731
+
+    assert run("--rows", "ResNet18") == 0 and calls == [["resnet18"]]
+    first = network()
+    assert first.loc["ResNet18", "ours"] == 10.0 and first.loc["ResNet18", "status"].startswith("measured")
+    assert first.drop(index="ResNet18")["ours"].isna().all()
+    assert set(first.drop(index="ResNet18")["status"]) == {ex.NOT_SELECTED}
+    assert "ms here vs 35.4 ms" not in (out / "results.md").read_text()  # MobileViT-S not timed: no comparison
+
+    assert run("--rows", "DeiT", "MobileViT-S", "--exact-rows") == 0 and calls[-1] == ["mobilevit_s", "deit_base"]
+    saved = json.loads((out / "timing.json").read_text())["network_ms"]
+    assert saved == {"resnet18": 10.0, "mobilevit_s": 20.0, "deit_base": 20.0}  # the first selection is kept
+    assert "MobileViT-S 20.0 ms here vs 35.4 ms" in (out / "results.md").read_text()
+
+    assert run() == 0 and len(calls) == 3 and len(calls[-1]) == len(module.ROWS)  # all timed together
+    assert run("--rows", "mobilenet") == 0 and len(calls) == 3  # every selected time is saved: reused
+    reused = network()
+    assert reused.loc["MobileNetV3-Small", "status"].startswith("reused: timing.json")
+    assert reused.loc["MobileNetV3-Small", "ours"] == 30.0 and np.isnan(reused.loc["DeiT", "ours"])
+    with pytest.raises(SystemExit, match="matches no row"):
+        run("--rows", "VGG")
+
+
 def test_match_cache_and_source_filter(shared):
     from mer_keras.preprocess.cache import PreparedCache
     from mer_keras.training import LOSODataset, get_recipe

@@ -38,7 +38,8 @@ input size) and an optional source-dataset filter. :func:`main` then does the re
    estimate, trained and reused folds, wall time); the markdown is printed.
 
 Scripts whose numbers are not LOSO runs (timing tables) use :func:`parse_args`,
-:func:`assemble` and :func:`write_results` directly.
+:func:`timing_rows` (their ``--rows``), :func:`batch1_timing`, :func:`assemble` and
+:func:`write_results` directly.
 
 Nothing here selects an epoch or a hyperparameter on a left-out subject: every run
 evaluates the model after its recipe's last epoch (the engine's rule).
@@ -770,28 +771,43 @@ def to_markdown(table: TableSpec, results: pd.DataFrame, notes: Sequence[str] = 
     return "\n".join(out) + "\n"
 
 
+def timing_rows(rows: Sequence[tuple[str, str]], args) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    """The ``(label, registry model)`` rows of a timing table that ``--rows`` (``--exact-rows``) selects,
+    and the status of the others (:data:`NOT_SELECTED`)."""
+    chosen = select_labels([label for label, _ in rows], args.rows, exact=getattr(args, "exact_rows", False))
+    return ([(label, name) for label, name in rows if label in chosen],
+            {label: NOT_SELECTED for label, _ in rows if label not in chosen})
+
+
 def batch1_timing(args, names: Sequence[str], *, size: int, quick_size: int,
                   extra: Callable[[int, int], Mapping[str, Any]] | None = None) -> dict:
     """Batch-1 network times of the registry models ``names`` for a timing table, kept in ``OUT/timing.json``.
 
     Medians of ``--repeats`` runs (default 30, 3 under ``--quick``, at ``quick_size`` px)
-    after warm-up (:func:`mer_keras.evaluation.timing.run_latency_bench`) on ``--device``.
-    A saved measurement with the same settings (size, repeats, warm-up, host) is reused
-    unless ``--remeasure`` or it was taken while other processes loaded the machine
-    (:func:`~mer_keras.evaluation.timing.measured_quietly`); the status names that load.
-    ``extra(size, repeats)``: further measurements stored with them (e.g. pre-processing time). Returns ``{"settings", "network_ms", "params", ..., "status"}``.
+    after warm-up (:func:`mer_keras.evaluation.timing.run_latency_bench`) on ``--device``,
+    the models of one call timed together (repetitions interleaved). A saved measurement
+    with the same settings (size, repeats, warm-up, host) that holds every model of
+    ``names`` is reused unless ``--remeasure`` or it was taken while other processes loaded
+    the machine (:func:`~mer_keras.evaluation.timing.measured_quietly`); the status names
+    that load. A new measurement keeps the saved times of the models it does not time
+    (another ``--rows`` selection) when their settings match and they were measured
+    quietly, so selecting rows never discards earlier work.
+    ``extra(size, repeats)``: further measurements stored with them (e.g. pre-processing
+    time). Returns ``{"settings", "network_ms", "params", ..., "status"}``.
     """
     from mer_keras.evaluation.timing import run_latency_bench
+    from mer_keras.training import atomic_write_text
     from mer_keras.training.runtime import device_scope
 
     size = quick_size if args.quick else size
     repeats = args.repeats or (3 if args.quick else 30)
     settings = {"size": size, "repeats": repeats, "warmup": 1 if args.quick else 5, "host": platform.node()}
     path = args.out / "timing.json"
-    if path.is_file() and not args.remeasure:
-        saved = json.loads(path.read_text())
-        if saved["settings"] == settings and measured_quietly(saved):
-            return {**saved, "status": f"reused: {path.name}"}
+    saved = json.loads(path.read_text()) if path.is_file() else None
+    if saved is not None and not (saved.get("settings") == settings and measured_quietly(saved)):
+        saved = None
+    if saved is not None and not args.remeasure and set(names) <= set(saved["network_ms"]):
+        return {**saved, "status": f"reused: {path.name}"}
     with device_scope(args.device), OtherLoad() as load:
         bench = run_latency_bench(list(names), repeats, warmup=settings["warmup"],
                                   input_sizes={n: size for n in names})
@@ -799,8 +815,13 @@ def batch1_timing(args, names: Sequence[str], *, size: int, quick_size: int,
                   "params": dict(zip(bench["model"], bench["params"].astype(float))),
                   **(extra(size, repeats) if extra else {})}
     result["other_cores"] = load.cores
+    if saved is not None:  # keep the other models' times; the file's load is the larger of the two runs'
+        for key in ("network_ms", "params"):
+            result[key] = {**saved[key], **result[key]}
+        cores = (load.cores, saved.get("other_cores"))
+        result["other_cores"] = None if None in cores else max(cores)
     args.out.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(result, indent=2) + "\n")
     return {**result, "status": "measured" + load_note(load.cores)}
 
 
@@ -853,20 +874,30 @@ def _row_input(cache: Path, recipe, sources, transform=None):
     return data if transform is None else transform(data)
 
 
-def select_rows(rows: Sequence[Row], texts: Sequence[str] | None, *, exact: bool = False) -> list[Row]:
-    """The rows that ``--rows`` selects: every row without texts; else the rows whose label contains one
-    of the texts, or (``exact``) equals one of them, case-insensitively, in the table's order.
+NOT_SELECTED = "not selected (--rows); rerun without --rows to include it"
+"""Status of a table row that ``--rows`` left out (it stays in the table, without numbers)."""
+
+
+def select_labels(labels: Sequence[str], texts: Sequence[str] | None, *, exact: bool = False) -> list[str]:
+    """The row labels that ``--rows`` selects: every label without texts; else those that contain one
+    of the texts, or (``exact``) equal one of them, case-insensitively, in the table's order.
 
     Raises ``SystemExit`` naming the labels when the texts select nothing.
     """
     if not texts:
-        return list(rows)
+        return list(labels)
     wanted = [t.lower() for t in texts]
-    chosen = [r for r in rows if any(t == r.label.lower() if exact else t in r.label.lower() for t in wanted)]
+    chosen = [x for x in labels if any(t == x.lower() if exact else t in x.lower() for t in wanted)]
     if not chosen:
         how = "--exact-rows " if exact else ""
-        raise SystemExit(f"{how}--rows {list(texts)} matches no row; rows: {[r.label for r in rows]}")
+        raise SystemExit(f"{how}--rows {list(texts)} matches no row; rows: {list(labels)}")
     return chosen
+
+
+def select_rows(rows: Sequence[Row], texts: Sequence[str] | None, *, exact: bool = False) -> list[Row]:
+    """The :class:`Row` s that ``--rows`` selects (:func:`select_labels`), in the table's order."""
+    chosen = set(select_labels([r.label for r in rows], texts, exact=exact))
+    return [r for r in rows if r.label in chosen]
 
 
 def run_table(table: TableSpec, args, log=print) -> tuple[pd.DataFrame, dict, list[str]]:
@@ -1011,7 +1042,7 @@ def run_table(table: TableSpec, args, log=print) -> tuple[pd.DataFrame, dict, li
     labels = [r.label for r in rows]
     if args.rows:  # the table's other rows stay in place, marked: their earlier runs are not read here
         for r in table.rows:
-            status.setdefault(r.label, "not selected (--rows); rerun without --rows to include it")
+            status.setdefault(r.label, NOT_SELECTED)
         labels = [r.label for r in table.rows]
     if table.paper_order and not args.rows:  # the paper's order, with the rows we do not run
         ours = {r.label for r in table.rows}
