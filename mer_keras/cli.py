@@ -132,11 +132,21 @@ def cmd_bench(args) -> int:
 
         run_latency_bench(repeats=args.repeats)
     elif args.what == "train":
-        from mer_keras.training.bench import run_training_bench
+        from mer_keras.training import backends
+        from mer_keras.training.bench import run_training_bench, side_by_side
 
         if args.folds < 1 or (args.epochs is not None and args.epochs < 2):
             raise CLIError("--folds takes a count >= 1 and --epochs a count >= 2")
-        run_training_bench(tuple(args.recipes), epochs=args.epochs, folds=args.folds, executors=tuple(args.executors))
+        if "ray" in args.executors:  # projected full LOSO of concurrent Ray folds
+            run_training_bench(tuple(args.recipes), epochs=args.epochs, folds=args.folds,
+                               executors=tuple(args.executors))
+            return 0
+        loops = ("serial", "vectorised", "reference") if backends.get().supports_vectorised else ("serial", "reference")
+        if args.device != "gpu" and (os.cpu_count() or 1) > 1:
+            loops = loops[:-1] + ("processes",) + loops[-1:]
+        epochs = args.epochs or {"ststnet": 60, "off_tanet": 6, "arfnet": 6}
+        side_by_side(tuple(args.recipes), loops=loops, epochs=epochs, serial_folds=args.folds,
+                     vectorised_folds=args.folds, reference_folds=args.folds, device=args.device, out_dir=args.out)
     elif args.what == "e2e":
         from mer_keras.inference.latency import run_e2e_bench
 
@@ -241,9 +251,20 @@ def cmd_loso(args) -> int:
                                                  ("gpus_per_fold", args.gpus_per_fold)) if value is not None}
     if ray_options and args.executor != "ray":
         raise CLIError("--ray-address, --cpus-per-fold and --gpus-per-fold need --executor ray")
+    if args.workers is not None:
+        if args.executor != "processes":
+            raise CLIError("--workers needs --executor processes")
+        if args.workers < 1:
+            raise CLIError(f"--workers takes a count >= 1, got {args.workers}")
+        ray_options["workers"] = args.workers
+    vectorise = args.vectorise_folds
+    if vectorise is not None and vectorise != "auto":
+        if not vectorise.isdigit() or int(vectorise) < 1:
+            raise CLIError(f"--vectorise-folds takes a count >= 1 or 'auto', got {vectorise!r}")
+        vectorise = int(vectorise)
     report = run_loso(data, recipe, args.out, subjects=args.subjects or None, seed=args.seed,
                       device=args.device, progress=not args.no_progress, overwrite=args.overwrite,
-                      executor=args.executor, executor_options=ray_options)
+                      executor=args.executor, executor_options=ray_options, vectorise_folds=vectorise)
     m = report.metrics
     print(f"{recipe.name}: UF1 {m['uf1']:.4f}  UAR {m['uar']:.4f}  accuracy {m['accuracy']:.4f}  "
           f"(all folds pooled, {m['n_clips']} clips, {m['n_folds']} folds)")
@@ -349,6 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Lightweight micro-expression recognition in Keras 3 (ShuffleNetV2-SVM, MobileViT, Off-TANet, ARFNet).",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log every fixed or skipped clip")
+    parser.add_argument("--backend", choices=["tensorflow", "jax", "torch"],
+                        help="Keras backend for this command (sets KERAS_BACKEND; default: KERAS_BACKEND or tensorflow)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("synth", help="write a synthetic dataset or composite in the real on-disk layout")
@@ -384,7 +407,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "fold: epochs of each stage (default 2)")
     p.add_argument("--folds", type=int, default=2, help="train: folds measured per recipe")
     p.add_argument("--executors", nargs="+", default=["inprocess"], choices=["inprocess", "ray"],
-                   help="train: ray runs the measured folds as concurrent Ray tasks (one CPU each)")
+                   help="train: ray runs the measured folds as concurrent Ray tasks (one CPU each) and projects the "
+                        "full LOSO (without the reference loop)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"], help="train: where the loops run")
+    p.add_argument("--out", help="train: write side_by_side.csv / .md here")
     p.add_argument("--size", type=int, default=224, help="fold: input size in pixels")
     p.add_argument("--frames", type=int, default=30, help="fold: frames per clip from onset to apex (an assumption)")
     p.add_argument("--clips", type=int, help="fold: keep whole subjects until this many clips (default all 442)")
@@ -431,11 +457,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "gpu"],
                    help="auto uses a GPU when TensorFlow sees one (mixed precision there if the recipe asks)")
-    p.add_argument("--executor", default="inprocess", choices=["inprocess", "ray"],
-                   help="ray: folds as Ray tasks (pip install 'mer-keras[ray]'); same artefacts and numbers")
+    p.add_argument("--executor", default="inprocess", choices=["inprocess", "processes", "ray"],
+                   help="processes: --workers one-thread fold processes side by side (CPU, single-stage recipes); "
+                        "ray: folds as Ray tasks (pip install 'mer-keras[ray]'); same artefacts and numbers")
+    p.add_argument("--workers", type=int, help="processes: fold processes at once (default: one per core)")
     p.add_argument("--ray-address", help="an existing Ray cluster (default: start a local one)")
     p.add_argument("--cpus-per-fold", type=float, help="Ray CPUs reserved per fold (default 1)")
     p.add_argument("--gpus-per-fold", type=float, help="Ray GPUs reserved per fold (default 1 on a GPU, else 0)")
+    p.add_argument("--vectorise-folds", metavar="N|auto",
+                   help="train N pending folds in one compiled step (auto: as many as fit in memory); JAX backend "
+                        "(--backend jax) and single-stage recipes; pays on a GPU")
     p.add_argument("--overwrite", action="store_true", help="discard results of a different config in --out")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_loso)
@@ -483,6 +514,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.backend:
+        if "keras" in sys.modules:
+            import keras
+
+            if keras.backend.backend() != args.backend:
+                parser.exit(2, f"mer-keras: error: --backend {args.backend}: Keras is already loaded with the "
+                               f"{keras.backend.backend()} backend in this process; set KERAS_BACKEND before starting\n")
+        os.environ["KERAS_BACKEND"] = args.backend
     logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)

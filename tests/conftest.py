@@ -25,3 +25,15 @@ def megc_tiny_manifest(megc_tiny):
 
     _, roots = megc_tiny
     return megc2019(casme2=roots["casme2"], samm=roots["samm"], smic=roots["smic"])
+
+
+@pytest.fixture(scope="session")
+def shufflenet_cache_48(megc_tiny_manifest, tmp_path_factory):
+    """The tiny composite prepared with the ``shufflenet`` preset at 48 px (aligned frames, masks, TV-L1 flow)."""
+    from mer_keras.preprocess.cache import prepare
+    from mer_keras.preprocess.pipeline import PreprocessConfig
+
+    out = tmp_path_factory.mktemp("shufflenet_cache_48")
+    manifest = megc_tiny_manifest[megc_tiny_manifest["label_id"] >= 0]
+    prepare(manifest, out, PreprocessConfig.preset("shufflenet", size=48), workers=1, progress=False)
+    return out

@@ -16,7 +16,7 @@ from mer_keras.baselines import (FEATURES, bi_woof, block_ids, feature_matrix, h
                                  orientation_bin, plane_codes, resample_frames)
 from mer_keras.training import LeakageError, LOSODataset, Recipe, fold_name, get_recipe, loso_folds, run_loso
 from mer_keras.training.handcrafted import class_scores, handcrafted_inputs, train_fold_handcrafted
-from mer_keras.training.loso import _resolve_recipe
+from mer_keras.training.engine import resolve_recipe as _resolve_recipe
 from mer_keras.training.recipes import HANDCRAFTED_CONFIG, HANDCRAFTED_FIELDS, HandcraftedRecipe
 
 SIZE = 48
@@ -278,14 +278,9 @@ def test_class_scores_cover_missing_classes_and_match_predict():
 
 
 @pytest.fixture(scope="module")
-def cache(megc_tiny_manifest, tmp_path_factory):
-    from mer_keras.preprocess.cache import prepare
-    from mer_keras.preprocess.pipeline import PreprocessConfig
-
-    out = tmp_path_factory.mktemp("baselines_cache")
-    manifest = megc_tiny_manifest[megc_tiny_manifest["label_id"] >= 0]
-    prepare(manifest, out, PreprocessConfig.preset("shufflenet", size=SIZE), workers=1, progress=False)
-    return out
+def cache(shufflenet_cache_48):
+    assert SIZE == 48
+    return shufflenet_cache_48
 
 
 @pytest.mark.parametrize("name", ["hoof_svm", "lbp_top_svm"])

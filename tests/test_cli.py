@@ -128,7 +128,7 @@ def test_fold_bench_runs_one_tiny_fold_in_a_child_process(tmp_path):
                        workers=1, progress=False, print_fn=None)
     assert "error" not in r, r.get("error")
     assert r["data"]["n_subjects"] >= 3 and r["data"]["n_clips"] >= 15 and r["data"]["frame_dtype"] == "uint8"
-    assert r["fold"]["hooked"] == ["load_two_stage_data", "_run_epoch"]
+    assert r["fold"]["load_s"] > 0 and r["fold"]["fold_s"] > 0  # timed through the protocol and an epoch hook
     assert r["stage1"]["epochs"] == 1 and r["stage1"]["includes_tracing"]
     assert r["stage2"]["epochs"] == 2 and not r["stage2"]["includes_tracing"]
     assert r["stage2"]["samples_per_epoch"] == r["fold"]["n_train_frames"] + r["fold"]["n_flipped_frames"]

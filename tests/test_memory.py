@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from mer_keras.training import get_recipe
-from mer_keras.training.datasets import TENSOR_ALIGNMENT, aligned_empty, to_tensor
+from mer_keras.training.backends.tensorflow import to_tensor
+from mer_keras.training.datasets import TENSOR_ALIGNMENT, aligned_empty
 
 
 @pytest.mark.parametrize("dtype", ["uint8", "float32", "int64"])
@@ -42,15 +43,16 @@ def test_a_dropped_trainer_is_freed_by_reference_counting():
     """No trainer <-> tf.function cycle: the fold's tensors go when the trainer goes, not at the next collection."""
     import keras
 
-    from mer_keras.training.loso import _Trainer
+    from mer_keras.training.backends.tensorflow import FoldTrainer
+    from mer_keras.training.engine import make_loss, make_optimizer
     from mer_keras.training.two_stage import build_two_stage_model
 
     recipe = get_recipe("shufflenet_svm").quick(1).replace(input_size=16, backbone="ststnet")
     model = build_two_stage_model(recipe, (16, 16, 1), 3, head="svm", seed=0)
     x = aligned_empty((6, 16, 16, 1), "uint8")
     x[...] = 3
-    trainer = _Trainer(model, recipe, x, np.arange(6) % 3, 3, mixed=False)
-    trainer._epoch(np.arange(6, dtype=np.int32))
+    trainer = FoldTrainer(model, make_optimizer(recipe), make_loss(recipe, 3), x, np.arange(6) % 3, recipe.batch_size)
+    trainer.train_epoch(np.arange(6), recipe.lr)
     assert trainer.predict(x).shape == (6, 3)
     ref = weakref.ref(trainer)
     gc.disable()

@@ -17,7 +17,7 @@ import pytest
 
 from mer_keras.training import LeakageError, LOSODataset, Recipe, fold_name, get_recipe, run_loso
 from mer_keras.training import transfer as T
-from mer_keras.training.loso import _resolve_recipe
+from mer_keras.training.engine import resolve_recipe as _resolve_recipe
 from mer_keras.training.recipes import GRID_KEYS, QUICK_GRID_WEIGHT_DECAY, TRANSFER_FIELDS, TWO_STAGE_FIELDS
 
 SIZE = 64  # MobileViT needs a multiple of 64

@@ -29,14 +29,9 @@ RECIPE = small()
 
 
 @pytest.fixture(scope="module")
-def cache(megc_tiny_manifest, tmp_path_factory):
-    from mer_keras.preprocess.cache import prepare
-    from mer_keras.preprocess.pipeline import PreprocessConfig
-
-    out = tmp_path_factory.mktemp("shufflenet_cache")
-    manifest = megc_tiny_manifest[megc_tiny_manifest["label_id"] >= 0]
-    prepare(manifest, out, PreprocessConfig.preset("shufflenet", size=SIZE), workers=1, progress=False)
-    return out
+def cache(shufflenet_cache_48):
+    assert SIZE == 48
+    return shufflenet_cache_48
 
 
 @pytest.fixture(scope="module")

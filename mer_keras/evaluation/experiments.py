@@ -15,7 +15,7 @@ input size) and an optional source-dataset filter. :func:`main` then does the re
    ``--seed``;
 2. a time estimate per row before anything trains (:func:`estimate_row`): a short
    measured timing of the row's model on its input -- one compiled training step (the
-   LOSO engine's :func:`~mer_keras.training.loso.epoch_steps`) at the row's batch size
+   LOSO engine's TensorFlow :func:`~mer_keras.training.backends.tensorflow.epoch_steps`) at the row's batch size
    (a smaller probe batch, scaled linearly, when a step would cost more than
    :data:`PROBE_FLOPS`), the first call giving the per-fold tracing cost -- times steps x
    epochs x folds (both stages of a two-stage recipe); handcrafted recipes time their
@@ -463,7 +463,7 @@ def measure_step(recipe, n_classes: int, cache_file: Path | None = None) -> dict
     import tensorflow as tf
 
     from mer_keras.models.summary import count_flops
-    from mer_keras.training.loso import epoch_steps
+    from mer_keras.training.backends.tensorflow import epoch_steps
 
     key = json.dumps({"model": recipe.model, "model_kwargs": dict(recipe.model_kwargs), "input": list(recipe.input_size),
                       "batch": int(recipe.batch_size), "classes": int(n_classes),
@@ -855,7 +855,7 @@ def _finished(run_dir: Path, recipe, subjects: Sequence[str]) -> bool:
         recorded = json.loads((run_dir / "run.json").read_text())["config"]["recipe"]
     except (ValueError, KeyError, OSError):
         return False
-    if json.loads(json.dumps(recorded)) != json.loads(json.dumps(recipe.to_dict())):
+    if json.loads(json.dumps(recorded)) != json.loads(json.dumps(recipe.config_dict())):
         return False
     return {fold_name(s) for s in subjects} <= set(store.completed())
 

@@ -70,14 +70,14 @@ def _with_placeholder(ds):
 
 
 def _resolve(recipe, epochs, overrides):
-    from mer_keras.training.loso import _resolve_recipe
+    from mer_keras.training.engine import resolve_recipe
 
     changes = dict(overrides)
     if epochs is not None:
         if int(epochs) < 1:
             raise ValueError(f"epochs must be >= 1, got {epochs}")
         changes["epochs"] = int(epochs)
-    return _resolve_recipe(recipe, None, changes)
+    return resolve_recipe(recipe, None, changes)
 
 
 def fit_final(
@@ -115,8 +115,9 @@ def fit_final(
     from mer_keras.preprocess.cache import PreparedCache
     from mer_keras.training.datasets import LOSODataset
     from mer_keras.training.folds import Fold
-    from mer_keras.training.loso import check_input_shape, seed_for, train_fold
+    from mer_keras.training.engine import check_input_shape, seed_for
     from mer_keras.training.runtime import fold_runtime
+    from mer_keras.training.trainers import get_trainer
 
     from .bundle import pipeline_meta, write_bundle
 
@@ -154,7 +155,7 @@ def fit_final(
     else:
         real = LOSODataset.from_cache(cache, input=recipe.input, progress=progress)
         check_input_shape(real, recipe)
-        train_data, fold_fn = _with_placeholder(real), train_fold
+        train_data = fold_fn = None  # fitted through the trainer protocol on every subject, no test subject
         input_kind = recipe.input
 
     n = len(real)
@@ -164,8 +165,13 @@ def fit_final(
     recipe = recipe.replace(seed=int(seed))
     start = time.perf_counter()
     with fold_runtime(device, mixed_precision=recipe.mixed_precision, deterministic=deterministic) as runtime:
-        model, _, history, info = fold_fn(train_data, fold, recipe, fold_seed,
-                                          mixed=runtime["precision"] == "mixed_float16", progress=progress)
+        mixed = runtime["precision"] == "mixed_float16"
+        if fold_fn is None:
+            trainer = get_trainer(recipe, progress=progress)
+            fitted = trainer.fit(trainer.prepare(real), fold.train_index, fold_seed, mixed=mixed, name=fold.name)
+            model, history, info = fitted.model, fitted.history, fitted.info
+        else:
+            model, _, history, info = fold_fn(train_data, fold, recipe, fold_seed, mixed=mixed, progress=progress)
     train_s = time.perf_counter() - start
 
     norm = None

@@ -184,12 +184,12 @@ def landmark_shift(scale: float = 0.5, size: int = 112) -> dict:
     """How much detecting on a frame downscaled by ``scale`` moves the landmarks (aligned px at ``size``)."""
     from mer_keras.preprocess.face import FaceAligner, estimate_alignment
 
-    from .predict import _detect
+    from .predict import detect_box
 
     onset, _, _ = rendered_pair()
     aligner = FaceAligner(fallback_upsample=None)
-    full = aligner.landmarks_in_box(onset, _detect(aligner, aligner, onset, 1.0))
-    half = aligner.landmarks_in_box(onset, _detect(aligner, aligner, onset, scale))
+    full = aligner.landmarks_in_box(onset, detect_box(aligner, aligner, onset, 1.0))
+    half = aligner.landmarks_in_box(onset, detect_box(aligner, aligner, onset, scale))
     tf = estimate_alignment(full, size)
     d = np.hypot(*(tf.transform_points(full) - tf.transform_points(half)).T)
     return {"mean_px": float(d.mean()), "max_px": float(d.max()), "size": size, "scale": scale}

@@ -196,7 +196,7 @@ class _Timer:
 # ----------------------------------------------------------------------------- pre-processing
 
 
-def _detect(aligner, small_aligner, grey: np.ndarray, scale: float):
+def detect_box(aligner, small_aligner, grey: np.ndarray, scale: float):
     """Largest face box in ``grey``; on a downscaled copy first when ``scale < 1``."""
     if scale < 1.0:
         import cv2
@@ -262,7 +262,7 @@ def clip_features(greys: Sequence[np.ndarray], onset: int | None, apex: int | No
     checked = []
     for i in _reference_candidates(n, onset, apex, options.reference_tries):
         checked.append(i)
-        box = _detect(aligner, small_aligner, greys[i], float(options.detect_scale))
+        box = detect_box(aligner, small_aligner, greys[i], float(options.detect_scale))
         if box is not None:
             reference = i
             break

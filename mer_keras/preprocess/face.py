@@ -106,7 +106,7 @@ def _describe(image: ImageLike, index: int | None = None) -> str:
 # --------------------------------------------------------------------------- landmarks
 
 
-def _check_landmarks(landmarks: np.ndarray) -> np.ndarray:
+def check_landmarks(landmarks: np.ndarray) -> np.ndarray:
     pts = np.asarray(landmarks, dtype=np.float64)
     if pts.shape != (68, 2):
         raise ValueError(f"expected 68 x 2 dlib landmarks (x, y), got shape {pts.shape}")
@@ -121,7 +121,7 @@ def eye_centres(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ``A`` is the eye on the image's left (the subject's right eye), ``B`` the eye on the
     image's right; both are ``(x, y)`` float64 pixel coordinates.
     """
-    pts = _check_landmarks(landmarks)
+    pts = check_landmarks(landmarks)
     return pts[list(LEFT_EYE)].mean(axis=0), pts[list(RIGHT_EYE)].mean(axis=0)
 
 
@@ -246,7 +246,7 @@ def estimate_alignment(landmarks: np.ndarray, size: int, margin: float = 0.1) ->
 
     ``margin`` is a fraction of the landmarks' extent (0.1 = 10 % on each side).
     """
-    pts = _check_landmarks(landmarks)
+    pts = check_landmarks(landmarks)
     size = int(size)
     if size < 8:
         raise ValueError(f"size must be >= 8 pixels, got {size}")

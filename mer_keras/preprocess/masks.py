@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
-from .face import LEFT_EYE, RIGHT_EYE, _check_landmarks, inter_ocular_distance
+from .face import LEFT_EYE, RIGHT_EYE, check_landmarks, inter_ocular_distance
 
 JAW = tuple(range(0, 17))
 BROWS = tuple(range(17, 27))
@@ -104,7 +104,7 @@ def build_mask(landmarks_out: np.ndarray, size: int | tuple[int, int], config: M
     always masked when its flag is set).
     """
     config = config or MaskConfig()
-    pts = _check_landmarks(landmarks_out)
+    pts = check_landmarks(landmarks_out)
     if isinstance(size, (int, np.integer)):
         h = w = int(size)
     else:

@@ -6,6 +6,12 @@
   :func:`inner_split` (validation by subject) and :func:`balanced_indices`;
 * :mod:`.store` -- :class:`FoldStore`, the atomic, config-checked per-fold results of a run;
 * :mod:`.recipes` -- :class:`Recipe` presets per paper (:func:`get_recipe`, :func:`available_recipes`);
+* :mod:`.engine` -- the building blocks every trainer shares (seeds, dataset forms,
+  normalisation, balancing, model/loss/optimiser of a recipe, validation UF1);
+* :mod:`.trainers` -- the trainer protocol (prepare, fit, predict, estimate cost), one
+  registered class per recipe kind (:func:`get_trainer`);
+* :mod:`.loop` -- the one epoch loop and its hooks (schedules, timing, progress, test curve);
+* :mod:`.backends` -- backend-specific training code, one module per Keras backend;
 * :mod:`.loso` -- :func:`run_loso`, the LOSO engine (fresh seeded model per fold, resumable);
 * :mod:`.two_stage` -- the ShuffleNetV2-SVM two-stage fold (flow pre-training, down-sampling
   layer reload, frame training; :func:`train_fold_two_stage`), run by :func:`run_loso` for
@@ -17,15 +23,19 @@
   :mod:`mer_keras.baselines`, computed once per run, and a linear SVM per fold on the training
   subjects; :func:`~.handcrafted.train_fold_handcrafted`), run by :func:`run_loso` for recipes
   with ``trainer="handcrafted"``;
-* :mod:`.executors` / :mod:`.runtime` -- where folds train (in-process or as Ray tasks;
-  :func:`execute_folds`) and under which device, precision and determinism settings;
-* :mod:`.bench` -- the training-throughput benchmark (``mer-keras bench train``).
+* :mod:`.executors` / :mod:`.runtime` -- where folds train (in-process, as one-thread fold
+  processes side by side, or as Ray tasks; :func:`execute_folds`) and under which device,
+  precision and determinism settings (the backend's context);
+* :mod:`.bench` -- the training benchmarks (``mer-keras bench train``: the engine beside the
+  PyTorch reference loops of :mod:`.reference_torch`).
 """
 
 from .datasets import INPUT_KINDS, FolderLayoutError, LOSODataset, clip_scores, megc_source
 from .folds import Fold, LeakageError, assert_subject_disjoint, balanced_indices, fold_name, inner_split, loso_folds
 from .executors import EXECUTORS, execute_folds
-from .loso import run_loso, seed_for
+from .engine import resolve_recipe, seed_for
+from .loso import run_loso
+from .trainers import Trainer, get_trainer, register_trainer, trainer_kinds
 from .recipes import Recipe, available_recipes, get_recipe
 from .two_stage import load_two_stage_data, pretrain_fold, train_fold_two_stage
 from .transfer import load_transfer_data, pretrain_macro, train_fold_transfer, transfer_inputs
@@ -59,6 +69,7 @@ __all__ = [
     "execute_folds",
     "fold_name",
     "get_recipe",
+    "get_trainer",
     "inner_split",
     "load_transfer_data",
     "load_two_stage_data",
@@ -67,10 +78,14 @@ __all__ = [
     "prediction_frame",
     "pretrain_fold",
     "pretrain_macro",
+    "register_trainer",
+    "resolve_recipe",
     "run_loso",
     "safe_name",
     "seed_for",
     "train_fold_transfer",
     "train_fold_two_stage",
+    "Trainer",
+    "trainer_kinds",
     "transfer_inputs",
 ]

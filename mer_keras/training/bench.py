@@ -15,37 +15,17 @@ per-epoch time and the first-epoch (tracing) time give the projected full LOSO:
     sum over folds of ( first_epoch_s + (recipe epochs - 1) * epoch_s * n_train(fold) / n_train(measured) )
 
 divided by the number of folds the executor trains at once (measured wall-clock speed-up
-of the concurrent run). Printed beside the official PyTorch code measured on the same
-2-core CPU (issue figures): STSTNet 69 ms per epoch of 374 samples (800 epochs x 68 folds =
-63 min), Off-TANet 262 samples/s (201 epochs x 49 folds = 3 h), and the ratio.
+of the concurrent run), printed beside figures of the official PyTorch code on a 2-core
+CPU (:data:`OFFICIAL`).
 
-Measured on a quiet machine (load average 1.5; ``python experiments/00c_training_throughput.py``,
-2 folds each, TensorFlow 2.21 / Keras 3.15, in-process)::
-
-    recipe     ms/epoch/fold  samples/s  projected full LOSO  official code  speed-up  target
-    ststnet            143.6       3036              132 min         63 min     0.48x  20 min
-    off_tanet         1297.4        221              217 min        180 min     0.83x  60 min
-
-The targets (3x faster than the official code) are not met, and measurements of the
-floor say they cannot be with TensorFlow on this CPU (STSTNet, 436 samples, batch 256,
-medians of repeated runs on the quiet machine, scratch scripts not kept):
-
-* STSTNet's budget for 800 epochs x 68 folds in 20 min is 22 ms per epoch. The first
-  convolution alone (3x3, 3 -> 16 channels, 28 x 28), forward and weight gradient only, no
-  other layer, takes 20 ms per epoch in a compiled loop; its forward pass 9 ms;
-* the fastest whole-network variant measured, hand-written (the three parallel
-  convolutions as one, batch normalisation moved exactly behind the max pooling as in
-  :class:`~mer_keras.models.flow_layers.BatchNormMaxPool2D`, the moments in one pass),
-  takes 90 ms per epoch (the engine's loop: 142 ms in the same process);
-* ``mixed_bfloat16`` (this CPU has AVX512-BF16, no AMX): 160 vs 162 ms per epoch;
-* XLA (``jit_compile=True``) was 5-30x slower on these small convolutions, and the same
-  model on the JAX backend with ``model.fit`` took 358 ms per epoch;
-* training several folds at once in one model multiplies the arithmetic by the number of
-  folds, and at 2 steps per epoch the per-step overhead it would share is already small.
+Measured numbers (and the CPU floor analysis of the earlier targets) are in
+``docs/benchmarks.md``; :func:`side_by_side` is the benchmark of ``mer-keras bench train``
+and ``experiments/00e_gpu_training.py`` (the engine beside a PyTorch reference loop).
 """
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from dataclasses import dataclass
@@ -167,4 +147,166 @@ def format_rows(rows) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["OFFICIAL", "TARGET_MIN", "ThroughputRow", "format_rows", "protocol_arrays", "run_training_bench"]
+
+
+
+# ----------------------------------------------------------------------------- side by side with the reference loop
+
+SIDE_BY_SIDE_COLUMNS = ("recipe", "loop", "backend", "device", "folds_run", "folds_total", "folds_per_step", "epochs",
+                        "wall_s", "train_loop_s", "first_epoch_s", "ms_per_epoch", "full_loso_s", "projected", "uf1",
+                        "uar", "speedup_vs_reference", "note")
+
+
+def _engine_row(data, recipe, *, loop: str, folds, vectorise, device: str, out_dir, executor: str = "inprocess",
+                executor_options=None) -> dict:
+    """One engine run (serial or vectorised) over ``folds`` (fold names), timed end to end."""
+    from . import backends
+    from .folds import loso_folds
+    from .loso import run_loso
+    from .store import FoldStore
+
+    every = loso_folds(data)
+    subjects = None if len(folds) == len(every) else [f.test_subject for f in every if f.name in set(folds)]
+    start = time.perf_counter()
+    report = run_loso(data, recipe, out_dir=out_dir, subjects=subjects, progress=False, device=device,
+                      vectorise_folds=vectorise, overwrite=True, executor=executor, executor_options=executor_options)
+    wall = time.perf_counter() - start
+    store = FoldStore(out_dir)
+    infos = [json.loads((store.fold_dir(name) / "done.json").read_text()).get("extra", {}) for name in folds]
+    per_step = int(infos[0].get("vectorised_folds", 1))
+    at_once = len(set(i.get("worker_pid", 0) for i in infos)) if executor == "processes" else 1
+    loop_s = sum(float(i["train_s"]) / int(i.get("vectorised_folds", 1)) for i in infos) / at_once
+    # the epoch loops scale with the number of folds; start-up (workers, compilation of a shared step), storing
+    # and the report are paid once
+    full = wall + loop_s * (len(every) / len(folds) - 1)
+    return {"recipe": recipe.name, "loop": loop, "backend": backends.name(), "device": report.config["run"]["device"],
+            "folds_run": len(folds), "folds_total": len(every), "folds_per_step": per_step * at_once,
+            "epochs": recipe.epochs,
+            "wall_s": round(wall, 2), "train_loop_s": round(loop_s, 2),
+            "first_epoch_s": float(np.median([i["first_epoch_s"] for i in infos])),
+            "ms_per_epoch": float(np.median([i["ms_per_epoch"] for i in infos])),
+            "full_loso_s": round(full, 2), "projected": len(folds) < len(every),
+            "uf1": round(float(report["uf1"]), 4), "uar": round(float(report["uar"]), 4),
+            "note": "build, compile, train, predict, store"}
+
+
+def _reference_row(data, recipe, *, folds: int, device: str) -> dict:
+    """The PyTorch reference loop (:mod:`.reference_torch`) on the first ``folds`` folds, same data."""
+    from .reference_torch import OFFICIAL_SETTINGS, reference_loso
+
+    settings = dict(OFFICIAL_SETTINGS[recipe.model])
+    settings["epochs"] = recipe.epochs
+    torch_device = "cuda" if device == "gpu" else "cpu"
+    n_folds = len(data.subject_list())
+    out = reference_loso(np.asarray(data.x, np.float32), data.y, data.subjects, model=recipe.model,
+                         device=torch_device, folds=folds, **settings)
+    per_fold = out["total_s"] / len(out["folds"])
+    y_true = np.concatenate([f["y_true"] for f in out["folds"]])
+    y_pred = np.concatenate([f["y_pred"] for f in out["folds"]])
+    from .engine import validation_uf1
+
+    return {"recipe": recipe.name, "loop": "reference (PyTorch)", "backend": f"torch {out['torch_version']}",
+            "device": out["device"], "folds_run": len(out["folds"]), "folds_total": n_folds, "folds_per_step": 1,
+            "epochs": recipe.epochs, "wall_s": round(out["total_s"], 2),
+            "train_loop_s": round(sum(f["train_s"] for f in out["folds"]), 2), "first_epoch_s": None,
+            "ms_per_epoch": float(out["ms_per_epoch_median"]), "full_loso_s": round(per_fold * n_folds, 2),
+            "projected": len(out["folds"]) < n_folds, "uf1": round(validation_uf1(y_true, y_pred), 4), "uar": None,
+            "note": "official settings; UF1 over the folds run"}
+
+
+def side_by_side(recipes=("ststnet", "off_tanet"), *, loops=("serial", "vectorised", "reference"),
+                 epochs: int | None = None, serial_folds: int | None = None, vectorised_folds: int | None = None,
+                 reference_folds: int = 2, vectorise="auto", device: str = "auto", seed: int = 0,
+                 out_dir=None, runs_dir=None, workers: int | None = None, printer=print) -> list[dict]:
+    """Full-LOSO time of the engine's loops beside the PyTorch reference loop, in one run, on one device.
+
+    Data: :func:`protocol_arrays` (the real protocol's subjects, clips and labels; 442 / 68
+    for STSTNet, 294 / 49 for Off-TANet). ``serial``: one fold after the other;
+    ``vectorised``: ``vectorise`` folds per compiled step (JAX); ``processes``: one-thread
+    fold processes side by side (``workers``, default one per core; CPU; the serial folds'
+    count); ``epochs``: one count for
+    every recipe, a ``{recipe: count}`` dict, or None (the recipe's); ``reference``: the PyTorch
+    loop of :mod:`.reference_torch` (skipped, and said so, without PyTorch). A loop run on
+    fewer folds than the protocol has (``*_folds``) is projected to all folds (its epoch
+    loops scaled by the number of folds, its start-up counted once) and marked
+    ``projected``. Each row's ``speedup_vs_reference`` is the reference's full-LOSO
+    time over the row's. Writes ``side_by_side.csv`` and ``side_by_side.md`` into
+    ``out_dir`` when given; the engine's run folders go to ``runs_dir`` (default a
+    temporary folder).
+    """
+    from .folds import loso_folds
+    from .recipes import get_recipe
+    from .reference_torch import OFFICIAL_SETTINGS, torch_available
+
+    rows = []
+    runs = Path(runs_dir) if runs_dir is not None else Path(tempfile.mkdtemp(prefix="mer-keras-side-"))
+    for name in recipes:
+        recipe = get_recipe(name)
+        wanted = epochs.get(name) if isinstance(epochs, dict) else epochs
+        if wanted:
+            recipe = recipe.replace(epochs=int(wanted))
+        data = protocol_arrays(recipe, seed=seed)
+        names = [f.name for f in loso_folds(data)]
+        recipe_rows = []
+        for loop in loops:
+            if loop == "reference":
+                if not torch_available():
+                    printer(f"{name}: PyTorch is not importable; only the engine's side was measured")
+                    continue
+                if recipe.model not in OFFICIAL_SETTINGS:
+                    printer(f"{name}: no reference loop of model {recipe.model!r}; only the engine's side was measured")
+                    continue
+                recipe_rows.append(_reference_row(data, recipe, folds=reference_folds, device=_device_name(device)))
+                printer(f"  {name} {loop}: {recipe_rows[-1]['wall_s']} s for {recipe_rows[-1]['folds_run']} folds")
+                continue
+            limit = vectorised_folds if loop == "vectorised" else serial_folds
+            chosen = names[: limit] if limit else names
+            vectorise_k = vectorise if loop == "vectorised" else None
+            executor = "processes" if loop == "processes" else "inprocess"
+            options = {"workers": workers} if loop == "processes" and workers else None
+            recipe_rows.append(_engine_row(data, recipe, loop=loop, folds=chosen, vectorise=vectorise_k,
+                                           device=device, out_dir=runs / f"{name}_{loop}", executor=executor,
+                                           executor_options=options))
+            printer(f"  {name} {loop}: {recipe_rows[-1]['wall_s']} s for {recipe_rows[-1]['folds_run']} folds, "
+                    f"UF1 {recipe_rows[-1]['uf1']}")
+        reference = next((r for r in recipe_rows if r["loop"].startswith("reference")), None)
+        for row in recipe_rows:
+            row["speedup_vs_reference"] = (round(reference["full_loso_s"] / row["full_loso_s"], 2)
+                                           if reference is not None else None)
+        rows.extend(recipe_rows)
+    table = format_side_by_side(rows)
+    printer(table)
+    if out_dir is not None:
+        import pandas as pd
+
+        base = Path(out_dir)
+        base.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(rows, columns=list(SIDE_BY_SIDE_COLUMNS)).to_csv(base / "side_by_side.csv", index=False)
+        (base / "side_by_side.md").write_text(table + "\n")
+    return rows
+
+
+def _device_name(device: str) -> str:
+    from . import backends
+
+    if device != "auto":
+        return device
+    with backends.runtime("auto") as runtime:
+        return runtime["device"]
+
+
+def format_side_by_side(rows) -> str:
+    lines = ["| recipe | loop | backend | device | folds run / total | folds per step | epochs | wall s | "
+             "training loop s | first epoch s | ms per epoch | full LOSO s | UF1 | speed-up vs reference |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        full = f"{r['full_loso_s']:.1f}" + (" (projected)" if r["projected"] else "")
+        speed = "-" if r.get("speedup_vs_reference") is None else f"{r['speedup_vs_reference']:.2f}x"
+        uf1 = "-" if r["uf1"] is None else f"{r['uf1']:.3f}"
+        first = "-" if r.get("first_epoch_s") is None else f"{r['first_epoch_s']:.2f}"
+        lines.append(f"| {r['recipe']} | {r['loop']} | {r['backend']} | {r['device']} | {r['folds_run']} / "
+                     f"{r['folds_total']} | {r['folds_per_step']} | {r['epochs']} | {r['wall_s']:.1f} | "
+                     f"{r['train_loop_s']:.1f} | {first} | {r['ms_per_epoch']:.1f} | {full} | {uf1} | {speed} |")
+    return "\n".join(lines)
+__all__ = ["OFFICIAL", "TARGET_MIN", "ThroughputRow", "format_rows", "format_side_by_side", "protocol_arrays",
+           "run_training_bench", "side_by_side"]

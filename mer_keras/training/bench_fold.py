@@ -10,7 +10,7 @@ process or of the ``prepare`` workers. The child reports:
 
 * training samples/s of stage 1 (class-balanced flow images, pre-training) and stage 2
   (onset..apex frames plus the mirrored positive/surprise frames), per epoch of the
-  engine's compiled loop: each call of ``two_stage._run_epoch`` is timed (the stage-1
+  engine's compiled loop: every epoch is timed by an epoch-loop hook (the stage-1
   validation predictions and the per-fold model building are outside it). The first epoch
   of each stage also traces and instantiates the compiled loop, so the steady rate is taken
   over the later epochs (with one epoch only, the first-epoch rate is reported and marked);
@@ -44,50 +44,8 @@ The printed table also lists, as a reference line only, the throughput measured 
 official Off-TANet PyTorch code on this CPU (:data:`REFERENCE_LINE`): a different model
 and input, for scale.
 
-Measured (``mer-keras bench fold --epochs 2``, real size, 30 frames per clip, width 1.0x,
-2 CPU cores shared with other jobs, load average 4-9, so the rates are not comparable
-between runs; TensorFlow 2.21 / Keras 3.15). Before and after the memory changes of
-:mod:`~mer_keras.training.two_stage` and :class:`~mer_keras.training.loso._Trainer`::
-
-    data: 442 clips / 68 subjects, 13,260 frames = 0.62 GB uint8; left-out samm/030 (4 clips)
-    stage-2 training frames: 13,140 + 5,730 mirrored
-                                    before                      after
-    peak RSS after loading          0.78 GB                     0.78 GB
-    peak RSS after stage 1          2.89 GB                     3.15 GB
-    peak RSS, end of the fold       5.39 GB (1.35 of 4 GB)      3.15 GB (0.79 of 4 GB)
-    stage-2 samples/s (2nd epoch)   29.1 (less loaded)          14.5 (loaded)
-
-What held the memory (before):
-
-* the stage-2 set: ``stage2_training_set`` concatenated the training frames and their
-  mirrored copies into a new 0.88 GB array (about 2 GB transient with the intermediate
-  frame and mirror copies), next to the frame stacks (0.62 GB) it was copied from;
-* ``tf.constant`` of that array in the engine's trainer: +1.79 GB for a 0.88 GB uint8
-  array (measured in isolation; at 96 MB, +195 MB: twice the array, whether or not it is
-  64-byte aligned, same for float32) while the numpy array stayed alive. A prototype that
-  filled one 64-byte-aligned buffer per fold and handed it over through DLPack (no copy;
-  an unaligned buffer fails TensorFlow's alignment check) measured 3.82 GB (0.95);
-* across folds, each fold's traced epoch graphs: Keras' TensorFlow optimiser all-reduces
-  the gradients through ``tf.custom_gradient``, which registers a gradient function in
-  TensorFlow's process-wide registry that is never removed and holds the graph (2
-  ``FuncGraph`` objects per fold surviving ``gc.collect()`` and ``clear_session()``).
-
-Now a run holds every frame once, in one aligned buffer with the mirrored frames appended
-(:func:`~mer_keras.training.two_stage.stage2_pool`, 0.89 GB at this size), that
-TensorFlow reads without a copy; a fold trains on its rows of it, and the engine's
-optimisers skip the one-replica all-reduce (:func:`~mer_keras.training.loso._optimizer`).
-The peak is now reached in stage 1 (pre-training activations; the stage-2 set-up adds
-nothing above it).
-
-Growth across folds (``experiments/00b_fold_memory_bench.py --size 64 --epochs 1
---pretrain-epochs 1 --folds N``, RSS after each fold; before with 12 folds, after with 6)::
-
-    fold       1     2     3     4     5     6     7     8     9    10    11    12
-    before  1.36  1.67  2.00  2.29  2.60  2.91  3.20  3.50  3.81  4.14  4.43  4.73 GB (peak 4.93)
-    after   1.20  1.20  1.20  1.21  1.21  1.21                                     GB (peak 1.34)
-
-Before, every fold kept about 0.3 GB (its traced graphs); now the RSS stays flat, so a
-full 68-fold run holds what one fold holds.
+Measured numbers (memory before and after the engine's memory changes, growth across
+folds) are in ``docs/benchmarks.md``.
 """
 
 from __future__ import annotations
@@ -245,61 +203,47 @@ def _rss_bytes() -> int | None:
 
 
 def _fold_child(cache: str, recipe, subjects: list[str], out_dir: str, result_path: str) -> None:
-    """Runs in the spawned child: the folds through ``run_loso``, timings and RSS to ``result_path``."""
+    """Runs in the spawned child: the folds through the trainer protocol, timings and RSS to ``result_path``.
+
+    The engine's own pieces, no patching: the recipe's trainer (:func:`~mer_keras.training.get_trainer`)
+    prepares the data once (timed, RSS read after it), an :class:`~mer_keras.training.loop.EpochTimer`
+    hook times every epoch of both stages, and each fold is the trainer's ``fit_predict``
+    under the run's runtime, with the RSS read as it returns.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import mer_keras.training.loso as loso
-    import mer_keras.training.two_stage as two_stage
-    from mer_keras.training import run_loso
+    from mer_keras.training import get_trainer, loso_folds, seed_for
+    from mer_keras.training.loop import EpochTimer
+    from mer_keras.training.runtime import fold_runtime
 
-    measured: dict = {"peak_rss_start": _peak_rss_bytes(), "epochs": [], "hooked": [], "per_fold": []}
-    stages_seen = [0]  # trainers met in the current fold (stage 1, stage 2)
-
-    load = getattr(two_stage, "load_two_stage_data", None)
-    if load is not None:
-        def timed_load(*args, **kwargs):
-            t = time.perf_counter()
-            flow, frames = load(*args, **kwargs)
-            n_frames = int(sum(len(s) for s in frames.x))
-            measured.update(load_s=time.perf_counter() - t, peak_rss_after_load=_peak_rss_bytes(),
-                            n_frames=n_frames, frame_bytes=int(sum(s.nbytes for s in frames.x)),
-                            flow_bytes=int(flow.x.nbytes), frame_dtype=str(frames.x[0].dtype))
-            return flow, frames
-
-        two_stage.load_two_stage_data = timed_load
-        measured["hooked"].append("load_two_stage_data")
-
-    run_epoch = getattr(two_stage, "_run_epoch", None)
-    if run_epoch is not None:
-        def timed_epoch(trainer, perm, lr):
-            if not hasattr(trainer, "_bench_stage"):  # marks the object (an id could be reused after a free)
-                trainer._bench_stage = stages_seen[0]
-                stages_seen[0] += 1
-            t = time.perf_counter()
-            out = run_epoch(trainer, perm, lr)
-            measured["epochs"].append({"fold": len(measured["per_fold"]), "trainer": trainer._bench_stage,
-                                       "n": int(len(perm)), "s": time.perf_counter() - t,
-                                       "peak_rss": _peak_rss_bytes()})
-            return out
-
-        two_stage._run_epoch = timed_epoch
-        measured["hooked"].append("_run_epoch")
-
-    execute_folds = loso.execute_folds
-
-    def measured_folds(*args, **kwargs):  # the RSS once each fold has returned (before it is stored)
-        for result in execute_folds(*args, **kwargs):
-            measured["per_fold"].append({"fold": result.fold.name, "rss": _rss_bytes(), "peak_rss": _peak_rss_bytes()})
-            stages_seen[0] = 0
-            yield result
-
-    loso.execute_folds = measured_folds
+    measured: dict = {"peak_rss_start": _peak_rss_bytes(), "epochs": [], "per_fold": []}
+    timer = EpochTimer(probe=lambda: {"peak_rss": _peak_rss_bytes()})
+    trainer = get_trainer(recipe, hooks=[timer])
     t = time.perf_counter()
-    run_loso(cache, recipe, out_dir, subjects=subjects, progress=False, overwrite=True)
+    prepared = trainer.prepare(cache)
+    flow = prepared.data
+    frames = prepared.extras.get("frames")
+    measured.update(load_s=time.perf_counter() - t, peak_rss_after_load=_peak_rss_bytes(),
+                    flow_bytes=int(flow.x.nbytes))
+    if frames is not None:  # the stage-2 frame pool (mirrored frames included)
+        measured.update(n_frames=int((~frames["flipped"]).sum()), frame_bytes=int(frames["x"].nbytes),
+                        frame_dtype=str(frames["x"].dtype))
+    folds = [f for f in loso_folds(flow, subjects)]
+    t = time.perf_counter()
+    info = {}
+    with fold_runtime("auto", mixed_precision=recipe.mixed_precision) as runtime:
+        for i, fold in enumerate(folds):
+            before = len(timer.records)
+            _, _, _, fold_info = trainer.fit_predict(prepared, fold, seed_for(recipe.seed, fold.name),
+                                                     mixed=runtime["precision"] == "mixed_float16")
+            for record in timer.records[before:]:
+                stage = 0 if record["label"] == "pretrain" else int(bool(recipe.pretrain))
+                measured["epochs"].append({"fold": i, "trainer": stage,
+                                           "n": record["n"], "s": record["s"], "peak_rss": record["peak_rss"]})
+            measured["per_fold"].append({"fold": fold.name, "rss": _rss_bytes(), "peak_rss": _peak_rss_bytes()})
+            info = info or fold_info
     measured["fold_s"] = time.perf_counter() - t
     measured["peak_rss_end"] = _peak_rss_bytes()
-    first = measured["per_fold"][0]["fold"] if measured["per_fold"] else None
-    done = Path(out_dir) / "folds" / str(first) / "done.json"
-    measured["info"] = json.loads(done.read_text()).get("extra", {}) if done.is_file() else {}
+    measured["info"] = json.loads(json.dumps(info, default=str))
     Path(result_path).write_text(json.dumps(measured))
 
 
@@ -403,7 +347,6 @@ def run_fold_bench(
             measured = json.loads(result_path.read_text())
             info = measured.get("info", {})
             out["fold"].update(fold_s=measured.get("fold_s"), load_s=measured.get("load_s"),
-                               hooked=measured.get("hooked"),
                                n_train_frames=info.get("n_train_frames"), n_flipped_frames=info.get("n_flipped_frames"),
                                pretrain_s=info.get("pretrain_s"), train_s=info.get("train_s"))
             out["data"].update(n_frames=measured.get("n_frames"), frame_bytes=measured.get("frame_bytes"),

@@ -430,8 +430,9 @@ TENSOR_ALIGNMENT = 64
 def aligned_empty(shape, dtype) -> np.ndarray:
     """An uninitialised C-contiguous array whose data start at a multiple of :data:`TENSOR_ALIGNMENT` bytes.
 
-    numpy's own allocations are only 16-byte aligned; :func:`to_tensor` shares an aligned
-    array with TensorFlow instead of copying it.
+    numpy's own allocations are only 16-byte aligned;
+    :func:`~mer_keras.training.backends.tensorflow.to_tensor` shares an aligned array with
+    TensorFlow instead of copying it.
     """
     dtype = np.dtype(dtype)
     shape = tuple(int(v) for v in shape)
@@ -439,27 +440,6 @@ def aligned_empty(shape, dtype) -> np.ndarray:
     raw = np.empty(nbytes + TENSOR_ALIGNMENT, dtype=np.uint8)
     start = -raw.ctypes.data % TENSOR_ALIGNMENT
     return raw[start: start + nbytes].view(dtype).reshape(shape)
-
-
-def to_tensor(x):
-    """``x`` as a TensorFlow tensor, without a copy when TensorFlow can share its memory.
-
-    A writeable, C-contiguous, :data:`TENSOR_ALIGNMENT`-aligned numpy array (e.g. from
-    :func:`aligned_empty`) is handed over through DLPack: the tensor reads the array's
-    memory and keeps the array alive, so the caller must not write to it afterwards. Any
-    other array is copied by ``tf.constant``, which measured a transient of twice the
-    array's size on top of it (TensorFlow 2.21, CPU; also for aligned arrays). A tensor is
-    returned as it is.
-    """
-    import tensorflow as tf
-
-    if isinstance(x, tf.Tensor):
-        return x
-    x = np.asarray(x)
-    if (x.size and x.flags.c_contiguous and x.flags.writeable and x.ctypes.data % TENSOR_ALIGNMENT == 0
-            and x.dtype.kind in "uif"):
-        return tf.experimental.dlpack.from_dlpack(x.__dlpack__())
-    return tf.constant(x)
 
 
 def megc_source(subject: str) -> str:

@@ -35,6 +35,7 @@ import time
 import numpy as np
 
 from .datasets import LOSODataset
+from .engine import validation_uf1
 from .folds import Fold, assert_subject_disjoint, inner_split
 from .recipes import HandcraftedRecipe, Recipe
 
@@ -54,7 +55,7 @@ def load_input(data, recipe: HandcraftedRecipe, *, progress: bool = False) -> LO
     a cache prepared with ``keep="onset_to_apex"``), a :class:`LOSODataset` or in-memory
     arrays (see :func:`~mer_keras.training.loso.run_loso`).
     """
-    from .loso import as_dataset
+    from .engine import as_dataset
 
     dataset = as_dataset(data, recipe, progress=progress)
     shape = dataset.sample_shape
@@ -102,7 +103,7 @@ def handcrafted_inputs(data, recipe: Recipe, *, progress: bool = False, record_t
     ``dataset_fingerprint`` of the feature dataset plus the input's
     (:func:`input_fingerprint`), the feature name and its length.
     """
-    from .loso import dataset_fingerprint
+    from .engine import dataset_fingerprint
 
     recipe = _check_recipe(recipe)
     if record_test_curve:
@@ -180,14 +181,6 @@ def class_scores(model, x: np.ndarray, n_classes: int) -> np.ndarray:
     return scores
 
 
-def _uf1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    """Unweighted (macro) F1 over the classes present in ``y_true`` or ``y_pred``."""
-    from sklearn.metrics import f1_score
-
-    labels = np.unique(np.concatenate([y_true, y_pred]))
-    return float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0))
-
-
 def select_c(dataset: LOSODataset, x: np.ndarray, fold: Fold, recipe: HandcraftedRecipe,
              seed: int) -> tuple[float, dict]:
     """``C`` from ``recipe.svm_c_grid`` by validation UF1 on an inner split of the fold's training subjects.
@@ -202,7 +195,7 @@ def select_c(dataset: LOSODataset, x: np.ndarray, fold: Fold, recipe: Handcrafte
     scores = []
     for c in recipe.svm_c_grid:
         model = fit_svm(x[fit], y[fit], c, recipe.svm_class_weight)
-        scores.append(_uf1(y[val], model.predict(x[val])))
+        scores.append(validation_uf1(y[val], model.predict(x[val])))
     best = int(np.argmax(scores))  # first maximum = earlier grid value on ties
     record = {"grid_c": list(recipe.svm_c_grid), "grid_val_uf1": scores,
               "grid_fit_subjects": sorted(set(dataset.subjects[fit].tolist())),

@@ -301,6 +301,12 @@ class Recipe:
             return float(self.lr)
         return float(self.lr * self.lr_gamma ** (int(epoch) // int(self.lr_step)))
 
+    def config_dict(self) -> dict:
+        """:meth:`to_dict` without ``notes``: what a run's config hash covers (prose never changes numbers)."""
+        out = self.to_dict()
+        out.pop("notes", None)
+        return out
+
     def to_dict(self) -> dict:
         """Plain JSON-ready fields (tuples as lists)."""
         out = dataclasses.asdict(self)

@@ -145,10 +145,10 @@ def atomic_save_weights(model, target) -> str:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return _sha256_file(target)
+    return sha256_file(target)
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -310,9 +310,9 @@ class FoldStore:
         (folder / "done.json").unlink(missing_ok=True)
         files = {}
         atomic_write_text(folder / "predictions.csv", table.to_csv(index=False, float_format="%.9g"))
-        files["predictions.csv"] = _sha256_file(folder / "predictions.csv")
+        files["predictions.csv"] = sha256_file(folder / "predictions.csv")
         atomic_write_text(folder / "history.json", json.dumps(history or {}, indent=1, sort_keys=True, default=_jsonable))
-        files["history.json"] = _sha256_file(folder / "history.json")
+        files["history.json"] = sha256_file(folder / "history.json")
         if model is not None:
             files["weights.weights.h5"] = atomic_save_weights(model, folder / "weights.weights.h5")
         record = {"fold": _name(fold), "config_hash": self.config_hash, "n_test": int(len(table)),
@@ -351,7 +351,7 @@ class FoldStore:
                 if status != "done":
                     continue
                 path = d / "predictions.csv"
-                if verify and record.get("files", {}).get("predictions.csv") not in (None, _sha256_file(path)):
+                if verify and record.get("files", {}).get("predictions.csv") not in (None, sha256_file(path)):
                     raise ValueError(f"{path} does not match the checksum in its done.json (modified after the fold finished)")
                 frame = pd.read_csv(path, dtype={"clip": str, "subject": str, "dataset": str})
                 frames.append(frame.assign(fold=record.get("fold", d.name)))

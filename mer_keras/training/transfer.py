@@ -123,7 +123,10 @@ import numpy as np
 
 from .datasets import LOSODataset
 from .folds import Fold, assert_subject_disjoint, inner_split
-from .loso import ENGINE_VERSION, _loss, _optimizer, _test_curve_point, dataset_fingerprint, epoch_steps, seed_for
+from .backends.tensorflow import epoch_steps, prepare_optimizer
+from .engine import (ENGINE_VERSION, dataset_fingerprint, make_loss, make_optimizer, seed_for, test_curve_point,
+                     validation_uf1)
+from .loop import EpochCallback, KeepBest, Progress, StepSchedule, Validation, run_epochs
 from .recipes import GRID_KEYS, Recipe
 from .store import atomic_save_weights, atomic_write_text, canonical_json, config_hash
 
@@ -354,10 +357,10 @@ class _Loop:
         import tensorflow as tf
 
         self.model, self.stage, self.mixed = model, stage, mixed
-        self.optimizer = _optimizer(stage, mixed)
+        self.optimizer = prepare_optimizer(make_optimizer(stage), mixed=mixed)
         self.variables = list(model.trainable_variables)
         self.optimizer.build(self.variables)
-        self.loss_fn = _loss(stage, n_classes)
+        self.loss_fn = make_loss(stage, n_classes)
         self.groups = [list(g) for g in groups]
         self.layers = _layers_by_name(model)  # nested layers too (expand_nested)
         var_group = {id(v): i + 1 for i, names in enumerate(self.groups) for name in names
@@ -406,16 +409,10 @@ def _predict(model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
                            for i in range(0, len(x), batch_size)])
 
 
-def _uf1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float:
-    from .two_stage import _uf1 as uf1
-
-    return uf1(np.asarray(y_true), np.asarray(y_pred), n_classes)
-
-
 def fine_tune(model, stage: Recipe, x: np.ndarray, y: np.ndarray, n_classes: int, *, seed: int,
               groups=(), mixed: bool = False, validation: tuple[np.ndarray, np.ndarray] | None = None,
               keep_best: bool = False, on_epoch_end: Callable[[int, Any], None] | None = None,
-              progress: bool = False, desc: str = "train", position: int = 1) -> dict:
+              progress: bool = False, desc: str = "train", position: int = 1, extra_hooks=()) -> dict:
     """Train ``model`` in place for ``stage.epochs`` epochs; returns the history.
 
     ``stage`` gives the optimiser, ``lr``, ``batch_size``, ``epochs``, loss and the
@@ -428,10 +425,9 @@ def fine_tune(model, stage: Recipe, x: np.ndarray, y: np.ndarray, n_classes: int
     the earlier epoch) and records it as ``best_epoch``. ``on_epoch_end(epoch, model)``
     is called after each epoch (for tests). History: per epoch ``loss`` (incl. L2),
     ``accuracy``, ``frozen_groups``; ``n_train``, ``n_balancing_copies``, ``unfreeze_at``,
-    ``compiled``, ``seconds``.
+    ``compiled``, ``seconds``. ``extra_hooks`` join the epoch loop
+    (:func:`~mer_keras.training.loop.run_epochs`, labelled ``desc``).
     """
-    from tqdm.auto import tqdm
-
     start = time.perf_counter()
     rng = np.random.default_rng(seed)
     x_bal, y_bal, n_added = balanced_training_set(x, y, rng, stage.max_shift)
@@ -440,38 +436,26 @@ def fine_tune(model, stage: Recipe, x: np.ndarray, y: np.ndarray, n_classes: int
     groups = [list(g) for g in groups]
     loop = _Loop(model, stage, n_classes, groups, mixed=mixed, compiled=steps >= COMPILE_MIN_STEPS)
     unfreeze_at = unfreeze_epochs(epochs, len(groups), stage.unfreeze_fraction)
-    history: dict[str, Any] = {"loss": [], "accuracy": [], "frozen_groups": [], "n_train": int(len(y)),
-                               "n_balancing_copies": int(n_added), "unfreeze_at": unfreeze_at,
-                               "groups": [g[0] for g in groups], "compiled": loop.compiled}
-    if validation is not None:
-        history.update(val_loss=[], val_accuracy=[], val_uf1=[])
-    best_key, best_weights = None, None
-    bar = tqdm(range(epochs), desc=desc, unit="epoch", leave=False, position=position, disable=not progress)
-    for epoch in bar:
-        frozen = [g for g, e in enumerate(unfreeze_at) if epoch < e]
+
+    def epoch(index, lr):
+        frozen = [g for g, e in enumerate(unfreeze_at) if index < e]
         loop.set_frozen(frozen)
         x_epoch = _jittered(x_bal, rng, stage.jitter_prob, stage.jitter_max)
         loss, acc = loop.epoch(x_epoch, y_bal, rng.permutation(len(y_bal)))
-        history["loss"].append(loss)
-        history["accuracy"].append(acc)
-        history["frozen_groups"].append(len(frozen))
-        if validation is not None:
-            x_val, y_val = validation
-            point = _test_curve_point(_predict(model, x_val), y_val, stage)
-            uf1 = _uf1(y_val, np.asarray(point["y_pred"]), n_classes)
-            history["val_loss"].append(point["loss"])
-            history["val_accuracy"].append(point["accuracy"])
-            history["val_uf1"].append(uf1)
-            key = (point["accuracy"], -point["loss"])
-            if keep_best and (best_key is None or key > best_key):
-                best_key, best_weights = key, [np.array(w) for w in model.get_weights()]
-                history["best_epoch"] = epoch
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, model)
-        bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
-    bar.close()
-    if keep_best and best_weights is not None:
-        model.set_weights(best_weights)
+        return {"loss": loss, "accuracy": acc, "frozen_groups": len(frozen), "n_samples": int(len(y_bal))}
+
+    hooks = [StepSchedule(stage.lr)]
+    if validation is not None:
+        hooks.append(Validation(lambda xv: _predict(model, xv), *validation, stage.loss))
+        if keep_best:
+            hooks.append(KeepBest(model, key=lambda logs: (logs["val_accuracy"], -logs["val_loss"])))
+    if on_epoch_end is not None:
+        hooks.append(EpochCallback(lambda index: on_epoch_end(index, model)))
+    hooks += [Progress(epochs, desc, enabled=progress, position=position), *extra_hooks]
+    history: dict[str, Any] = run_epochs(epoch, epochs, hooks, lr=stage.lr, label=desc)
+    del history["lr"], history["n_samples"]  # constant within a stage (the optimiser's lr, the balanced set)
+    history.update({"n_train": int(len(y)), "n_balancing_copies": int(n_added), "unfreeze_at": unfreeze_at,
+                    "groups": [g[0] for g in groups], "compiled": loop.compiled})
     history["seconds"] = round(time.perf_counter() - start, 3)
     return history
 
@@ -547,7 +531,7 @@ class Stage1Cache:
 
     def get(self, macro: LOSODataset, recipe: Recipe, *, mixed: bool = False, progress: bool = False,
             position: int = 1):
-        from .store import _sha256_file
+        from .store import sha256_file
 
         config = self._config(macro, recipe, mixed)
         key = config_hash(config)
@@ -561,7 +545,7 @@ class Stage1Cache:
 
             saved = json.loads((folder / "stage1.json").read_text())
             weights = folder / "weights.weights.h5"
-            if weights.is_file() and saved.get("weights_sha256") == _sha256_file(weights):
+            if weights.is_file() and saved.get("weights_sha256") == sha256_file(weights):
                 model = build_transfer_model(stage, macro.sample_shape, macro.n_classes, head="softmax",
                                              dtype=str(macro.x.dtype))
                 model.load_weights(weights)
@@ -688,8 +672,8 @@ def train_fold_transfer(micro: LOSODataset, fold: Fold, recipe: Recipe, fold_see
                                              mixed=mixed, progress=progress, position=position,
                                              desc=f"  {fold.name} grid {len(trials) + 1}",
                                              validation=(micro.x[val], micro.y[val]))
-            point = _test_curve_point(_predict(model, micro.x[val]), micro.y[val], recipe)
-            result = {"val_uf1": _uf1(micro.y[val], np.asarray(point["y_pred"]), micro.n_classes),
+            point = test_curve_point(_predict(model, micro.x[val]), micro.y[val], recipe.loss)
+            result = {"val_uf1": validation_uf1(micro.y[val], point["y_pred"]),
                       "val_loss": point["loss"], "val_accuracy": point["accuracy"],
                       "fit_subjects": sorted(set(micro.subjects[fit].tolist())),
                       "val_subjects": sorted(set(micro.subjects[val].tolist())),

@@ -42,7 +42,7 @@ kept in memory as uint8 tensors; the model starts with ``Rescaling(1/255)`` (lay
 has the same weights shape in both stages and is reloaded exactly. Both datasets come from
 the same cache in the same clip order (checked).
 
-Both stages reuse the engine's compiled epoch loop (:class:`mer_keras.training.loso._Trainer`;
+Both stages reuse the engine's compiled epoch loop (:func:`mer_keras.training.backends.fold_trainer`;
 one ``tf.function`` per epoch over in-memory tensors). Everything fitted sees training
 subjects only: :func:`~mer_keras.training.folds.assert_subject_disjoint` is called for
 fold train/test (both datasets), pre-training fit/validation, validation/test and, in
@@ -52,7 +52,7 @@ Memory. A run through :func:`two_stage_inputs` holds every frame once: one 64-by
 buffer (:func:`stage2_pool`) with all clips' frames followed by the mirrored frames of the
 ``flip_classes`` clips; the frame dataset's stacks are views into it
 (:func:`pooled_frames`), and TensorFlow reads it without a copy
-(:func:`~mer_keras.training.datasets.to_tensor`). A fold's stage 2 gathers its training
+(:func:`~mer_keras.training.backends.tensorflow.to_tensor`). A fold's stage 2 gathers its training
 rows (:func:`stage2_rows`: the same samples, in the same order, as
 :func:`stage2_training_set`; the test subject's rows are in the buffer but never among
 them, checked), so no per-fold copy is made. Before, each fold concatenated the frames and
@@ -82,13 +82,15 @@ import gc
 import inspect
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from .datasets import LOSODataset, aligned_empty, clip_scores
 from .folds import Fold, assert_subject_disjoint, balanced_indices, inner_split
-from .loso import _Trainer, seed_for
+from . import backends
+from .engine import dataset_fingerprint, make_loss, make_optimizer, seed_for, validation_uf1
+from .loop import Hook, KeepBest, PlateauSchedule, Progress, StepSchedule, Timing, Validation, run_epochs
 from .recipes import Recipe
 
 __all__ = [
@@ -138,7 +140,6 @@ def two_stage_fingerprint(flow: LOSODataset, frames: LOSODataset) -> dict:
     """Identity of both inputs of a run (part of the run's config hash)."""
     import hashlib
 
-    from .loso import dataset_fingerprint
 
     h = hashlib.sha256()
     for stack in frames.x:
@@ -259,7 +260,7 @@ def build_two_stage_model(recipe: Recipe, data_shape, n_classes: int, *, head: s
     builder = get(recipe.model)
     kwargs, dropped = _builder_kwargs(builder, recipe.model_kwargs)
     if seed is not None:
-        keras.utils.set_random_seed(int(seed))
+        backends.seed(int(seed))
     data_shape = tuple(int(v) for v in data_shape)
     if data_shape[-1] not in (1, 3):
         raise ValueError(f"samples must have 1 (grey) or 3 channels, got {data_shape}")
@@ -340,58 +341,6 @@ def loss_terms(model, x, y, loss: str, batch_size: int = 256, *, gradients: bool
     return terms
 
 
-def _uf1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float:
-    """Unweighted F1 over the classes present in ``y_true`` or ``y_pred`` (validation only)."""
-    f1 = []
-    for c in range(n_classes):
-        tp = int(np.sum((y_true == c) & (y_pred == c)))
-        fp = int(np.sum((y_true != c) & (y_pred == c)))
-        fn = int(np.sum((y_true == c) & (y_pred != c)))
-        if tp + fp + fn:
-            f1.append(2 * tp / (2 * tp + fp + fn))
-    return float(np.mean(f1)) if f1 else 0.0
-
-
-class PlateauSchedule:
-    """Learning-rate reduction on plateau (Keras ``ReduceLROnPlateau`` semantics, cooldown 0).
-
-    One counter per monitored training quantity (``"loss"``: lower is better,
-    ``"accuracy"``: higher is better; an improvement must beat the best by ``min_delta``).
-    When a counter reaches ``patience`` epochs without improvement, the learning rate is
-    multiplied by ``factor`` (not below ``min_lr``) and that counter restarts. The paper
-    says only that the learning rate "is dynamically adjusted by accuracy and loss".
-    """
-
-    def __init__(self, lr: float, monitor=("loss",), factor: float = 0.1, patience: int = 10,
-                 min_delta: float = 1e-4, min_lr: float = 0.0):
-        self.lr = float(lr)
-        self.factor, self.patience, self.min_delta, self.min_lr = float(factor), int(patience), float(min_delta), float(min_lr)
-        self.best = {m: None for m in monitor}
-        self.wait = {m: 0 for m in monitor}
-
-    def step(self, **values: float) -> float:
-        """Update with this epoch's values; returns the learning rate for the next epoch."""
-        for m in self.best:
-            v = float(values[m])
-            best = self.best[m]
-            better = best is None or (v < best - self.min_delta if m == "loss" else v > best + self.min_delta)
-            if better:
-                self.best[m], self.wait[m] = v, 0
-                continue
-            self.wait[m] += 1
-            if self.wait[m] >= self.patience:
-                self.lr = max(self.lr * self.factor, self.min_lr)
-                self.wait[m] = 0
-        return self.lr
-
-
-def _run_epoch(trainer: _Trainer, perm: np.ndarray, lr: float) -> tuple[float, float]:
-    """One epoch of the engine's compiled loop at learning rate ``lr``."""
-    trainer.optimizer.learning_rate.assign(lr)
-    loss, acc = trainer._epoch(np.asarray(perm, dtype=np.int32))
-    return float(loss), float(acc)
-
-
 def _reg_loss(model) -> float:
     import keras
 
@@ -402,19 +351,18 @@ def _reg_loss(model) -> float:
 
 
 def pretrain_fold(flow: LOSODataset, fold: Fold, recipe: Recipe, fold_seed: int, *, mixed: bool = False,
-                  progress: bool = False, position: int = 1):
+                  progress: bool = False, position: int = 1, hooks: Sequence[Hook] = ()):
     """Stage 1 of one fold: ``(pre-trained model, history, info)`` (see the module docstring).
 
     ``history``: per epoch ``loss``, ``accuracy`` (balanced training samples, total loss
     incl. L2), ``reg_loss``, ``class_counts`` (samples per class fed that epoch),
-    ``val_loss``, ``val_accuracy``, ``val_uf1``. ``info``: the fit / validation indices
-    and subjects and the chosen ``best_epoch`` (0-based), whose weights the model holds.
+    ``val_loss``, ``val_accuracy``, ``val_uf1``, ``n_samples``. ``info``: the fit /
+    validation indices and subjects and the chosen ``best_epoch`` (0-based), whose weights
+    the model holds. ``hooks`` are added to the epoch loop (label ``"pretrain"``).
     """
-    import keras
-    from tqdm.auto import tqdm
 
     assert_subject_disjoint(flow, fold.train_index, fold.test_index)
-    keras.utils.set_random_seed(fold_seed)
+    backends.seed(fold_seed)
     rng = np.random.default_rng(fold_seed)
     fit, val = inner_split(flow, fold.train_index, recipe.val_fraction, seed=fold_seed, test_index=fold.test_index)
     assert_subject_disjoint(flow, fit, val)
@@ -426,30 +374,23 @@ def pretrain_fold(flow: LOSODataset, fold: Fold, recipe: Recipe, fold_seed: int,
     stage = recipe.replace(head="softmax", lr=recipe.pretrain_lr, lr_step=None, batch_size=recipe.pretrain_batch_size,
                            label_smoothing=0.0)
     model = build_two_stage_model(stage, flow.sample_shape, flow.n_classes, head="softmax", dtype=str(flow.x.dtype))
-    trainer = _Trainer(model, stage, x_fit, y_fit, flow.n_classes, mixed)
-    history: dict[str, list] = {k: [] for k in ("loss", "accuracy", "lr", "reg_loss", "class_counts", "val_loss",
-                                                "val_accuracy", "val_uf1")}
-    best_key, best_epoch, best_weights = None, -1, None
-    bar = tqdm(range(recipe.pretrain_epochs), desc=f"  {fold.name} pre-train", unit="epoch", leave=False,
-               position=position, disable=not progress)
+    trainer = backends.fold_trainer(model, make_optimizer(stage), make_loss(stage, flow.n_classes), x_fit, y_fit,
+                                     stage.batch_size, mixed=mixed)
     positions = np.arange(len(y_fit))
-    for epoch in bar:
+
+    def epoch(_, lr):
         chosen = balanced_indices(y_fit, positions, rng)
-        loss, acc = _run_epoch(trainer, rng.permutation(chosen), stage.lr)
-        probs = trainer.predict(x_val)
-        val_loss = float(-np.mean(np.log(np.clip(probs[np.arange(len(y_val)), y_val], 1e-12, None))))
-        pred = probs.argmax(axis=1)
-        val_uf1 = _uf1(y_val, pred, flow.n_classes)
-        for key, value in (("loss", loss), ("accuracy", acc), ("lr", stage.lr), ("reg_loss", _reg_loss(model)),
-                           ("class_counts", np.bincount(y_fit[chosen], minlength=flow.n_classes).tolist()),
-                           ("val_loss", val_loss), ("val_accuracy", float(np.mean(pred == y_val))), ("val_uf1", val_uf1)):
-            history[key].append(value)
-        key = (val_uf1, -val_loss)
-        if best_key is None or key > best_key:
-            best_key, best_epoch, best_weights = key, epoch, [w.copy() for w in model.get_weights()]
-        bar.set_postfix(loss=f"{loss:.4f}", val_uf1=f"{val_uf1:.3f}", refresh=False)
-    bar.close()
-    model.set_weights(best_weights)
+        loss, acc = trainer.train_epoch(rng.permutation(chosen), lr)
+        return {"loss": loss, "accuracy": acc, "reg_loss": _reg_loss(model), "n_samples": int(len(chosen)),
+                "class_counts": np.bincount(y_fit[chosen], minlength=flow.n_classes).tolist()}
+
+    best = KeepBest(model, key=lambda logs: (logs["val_uf1"], -logs["val_loss"]))
+    hooks = [StepSchedule(stage.lr), Validation(trainer.predict, x_val, y_val, "cross_entropy"), best,
+             Progress(recipe.pretrain_epochs, f"  {fold.name} pre-train", enabled=progress, position=position,
+                      show=("loss", "val_uf1")), *hooks]
+    history = run_epochs(epoch, recipe.pretrain_epochs, hooks, lr=stage.lr, label="pretrain")
+    history.pop("best_epoch", None)
+    best_epoch = best.best_epoch
     info = {"best_epoch": int(best_epoch), "fit_index": fit.tolist(), "val_index": val.tolist(),
             "fit_subjects": sorted(set(flow.subjects[fit].tolist())), "val_subjects": sorted(set(flow.subjects[val].tolist())),
             "dropped_model_kwargs": sorted(model.two_stage_dropped_kwargs)}
@@ -458,7 +399,8 @@ def pretrain_fold(flow: LOSODataset, fold: Fold, recipe: Recipe, fold_seed: int,
 
 def train_fold_two_stage(flow: LOSODataset, frames: LOSODataset, fold: Fold, recipe: Recipe, fold_seed: int, *,
                          mixed: bool = False, progress: bool = False, position: int = 1,
-                         track_loss_terms: bool = False, return_model: bool = False, pool: dict | None = None):
+                         track_loss_terms: bool = False, return_model: bool = False, pool: dict | None = None,
+                         hooks: Sequence[Hook] = ()):
     """Both stages of one fold; returns ``(scores, history)`` (``(scores, history, model)`` with ``return_model``).
 
     ``scores``: ``len(fold.test_index) x K``, one row per test clip in ``fold.test_index``
@@ -475,11 +417,10 @@ def train_fold_two_stage(flow: LOSODataset, frames: LOSODataset, fold: Fold, rec
     (:func:`stage2_rows`, the same samples in the same order as
     :func:`stage2_training_set`), so no per-fold copy of the frames is made. Without it the
     fold's :func:`stage2_training_set` is built. Either buffer reaches TensorFlow without
-    a copy (:func:`~mer_keras.training.datasets.to_tensor`). The stage-1 model, trainer
+    a copy (:func:`~mer_keras.training.backends.tensorflow.to_tensor`). The stage-1 model, trainer
     and flow arrays are released before the stage-2 set-up.
     """
     import keras
-    from tqdm.auto import tqdm
 
     if not np.array_equal(flow.clips, frames.clips) or not np.array_equal(flow.subjects, frames.subjects):
         raise ValueError("flow and frame datasets must list the same clips in the same order")
@@ -491,7 +432,7 @@ def train_fold_two_stage(flow: LOSODataset, frames: LOSODataset, fold: Fold, rec
     pretrained, pre_history, pre_info = None, {}, {}
     if recipe.pretrain:
         pretrained, pre_history, pre_info = pretrain_fold(flow, fold, recipe, fold_seed, mixed=mixed,
-                                                          progress=progress, position=position)
+                                                          progress=progress, position=position, hooks=hooks)
     pre_s = time.perf_counter() - start
 
     stage2_seed = seed_for(fold_seed, "stage2")
@@ -509,38 +450,35 @@ def train_fold_two_stage(flow: LOSODataset, frames: LOSODataset, fold: Fold, rec
                                    dtype=str(pool["x"].dtype))
     del pretrained
     gc.collect()  # the stage-1 model, trainer and traced loop form reference cycles: free them before stage 2
-    trainer = _Trainer(model, recipe, pool["x"], pool["y"], frames.n_classes, mixed)
+    trainer = backends.fold_trainer(model, make_optimizer(recipe), make_loss(recipe, frames.n_classes), pool["x"],
+                                     pool["y"], recipe.batch_size, mixed=mixed)
     schedule = PlateauSchedule(recipe.lr, recipe.plateau_monitor, recipe.plateau_factor, recipe.plateau_patience,
                                recipe.plateau_min_delta, recipe.plateau_min_lr)
-    history: dict[str, Any] = {"loss": [], "accuracy": [], "lr": [], "reg_loss": []}
+    terms_initial = None
     if track_loss_terms:
         x_rows, y_rows = pool["x"][rows], pool["y"][rows]  # a copy, for this analysis only
-        history["terms_initial"] = loss_terms(model, x_rows, y_rows, recipe.loss)
-    lr = schedule.lr
-    t2 = first_done = time.perf_counter()
-    bar = tqdm(range(recipe.epochs), desc=f"  {fold.name}", unit="epoch", leave=False, position=position,
-               disable=not progress)
-    for epoch in bar:
-        loss, acc = _run_epoch(trainer, rows[rng.permutation(len(rows))], lr)
-        for key, value in (("loss", loss), ("accuracy", acc), ("lr", lr), ("reg_loss", _reg_loss(model))):
-            history[key].append(value)
+        terms_initial = loss_terms(model, x_rows, y_rows, recipe.loss)
+
+    def epoch(_, lr):
+        loss, acc = trainer.train_epoch(rows[rng.permutation(len(rows))], lr)
+        logs = {"loss": loss, "accuracy": acc, "reg_loss": _reg_loss(model), "n_samples": int(len(rows))}
         if track_loss_terms:
-            for key, value in loss_terms(model, x_rows, y_rows, recipe.loss).items():
-                history.setdefault(f"terms_{key}", []).append(value)
-        lr = schedule.step(loss=loss, accuracy=acc)
-        bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.1e}", refresh=False)
-        if epoch == 0:
-            first_done = time.perf_counter()
-    bar.close()
-    end = time.perf_counter()
+            logs.update({f"terms_{k}": v for k, v in loss_terms(model, x_rows, y_rows, recipe.loss).items()})
+        return logs
+
+    timing = Timing()
+    hooks = [schedule, timing, Progress(recipe.epochs, f"  {fold.name}", enabled=progress, position=position,
+                                        show=("loss",)), *hooks]
+    history: dict[str, Any] = run_epochs(epoch, recipe.epochs, hooks, lr=schedule.lr, label="train")
+    if terms_initial is not None:
+        history["terms_initial"] = terms_initial
 
     x_test, test_owner = frames.expand_frames(fold.test_index)
     clips, scores = clip_scores(trainer.predict(x_test), test_owner)
     if not np.array_equal(clips, fold.test_index):  # loso_folds gives sorted test indices, as clip_scores
         raise ValueError("fold.test_index must be sorted ascending")
     info = {"seed": int(fold_seed), "stage2_seed": int(stage2_seed), "pretrain": bool(recipe.pretrain),
-            "pretrain_s": round(pre_s, 3), "train_s": round(end - t2, 3), "first_epoch_s": round(first_done - t2, 3),
-            "ms_per_epoch": round(1e3 * ((end - first_done) / (recipe.epochs - 1) if recipe.epochs > 1 else end - t2), 3),
+            "pretrain_s": round(pre_s, 3), **timing.info,
             "n_train": int(len(fold.train_index)), "n_test": int(len(fold.test_index)),
             "n_train_frames": int((~pool["flipped"][rows]).sum()), "n_flipped_frames": int(pool["flipped"][rows].sum()),
             "n_test_frames": int(len(x_test)), "reloaded_layers": reloaded,
@@ -550,7 +488,8 @@ def train_fold_two_stage(flow: LOSODataset, frames: LOSODataset, fold: Fold, rec
     return (scores, out, model) if return_model else (scores, out)
 
 
-def two_stage_inputs(data, recipe: Recipe, *, progress: bool = False, record_test_curve: bool = False):
+def two_stage_inputs(data, recipe: Recipe, *, progress: bool = False, record_test_curve: bool = False,
+                     hooks: Sequence[Hook] = ()):
     """For :func:`~mer_keras.training.loso.run_loso`: ``(flow_ds, fingerprint, fold_fn)``.
 
     ``fold_fn`` has the engine's ``train_fold`` signature and result
@@ -566,7 +505,8 @@ def two_stage_inputs(data, recipe: Recipe, *, progress: bool = False, record_tes
     def fold_fn(dataset, fold, recipe, fold_seed, *, mixed=False, record_test_curve=False, progress=False, position=1):
         scores, history, model = train_fold_two_stage(dataset, frames, fold, recipe, fold_seed, mixed=mixed,
                                                       progress=progress, position=position, return_model=True,
-                                                      pool=pool)
+                                                      pool=pool, hooks=hooks)
         return model, scores, history, history["info"]
 
+    fold_fn.extras = {"frames": pool}  # the run's stage-2 frame pool (for benchmarks and inspection)
     return flow, two_stage_fingerprint(flow, frames), fold_fn
