@@ -183,10 +183,7 @@ class FoldProgram:
     # ------------------------------------------------------------------ states
 
     def init_state(self, model) -> tuple:
-        """A fold's starting state: its freshly built model's values and a fresh optimiser state."""
-        return self.init_state_of(model)
-
-    def init_state_of(self, model) -> tuple:
+        """A fold's starting state: copies of its freshly built model's values and a fresh optimiser state."""
         import jax.numpy as jnp
 
         tv, ntv = model_state(model)
@@ -238,9 +235,7 @@ class FoldProgram:
 
     def vectorised_bytes(self, k: int, steps: int, channels: int) -> int | None:
         """Device memory one compiled K-fold epoch needs (XLA's memory analysis; compiled once and kept)."""
-        import jax
-
-        state = self.stack([self.init_state_of(self.template)] * k)
+        state = self.stack([self.init_state(self.template)] * k)
         idx = np.zeros((k, steps, self.batch_size), np.int32)
         mask = np.zeros((k, steps, self.batch_size), np.float32)
         mean, std = np.zeros((k, channels), np.float32), np.ones((k, channels), np.float32)
@@ -251,8 +246,6 @@ class FoldProgram:
             return int(analysis.temp_size_in_bytes + analysis.argument_size_in_bytes + analysis.output_size_in_bytes)
         except Exception:  # noqa: BLE001 - not every XLA backend reports it
             return None
-        finally:
-            jax.block_until_ready(self.pool_x)
 
     def predict(self, state, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Inference-mode scores of ``x`` (already normalised), in fixed-size padded chunks (one compilation)."""
@@ -306,12 +299,6 @@ def _per_sample(loss_fn):
     if hasattr(loss_fn, "get_config"):
         return type(loss_fn).from_config({**loss_fn.get_config(), "reduction": None})
     raise TypeError("the JAX trainer needs a Keras loss object (make_loss(..., per_sample=True))")
-
-
-def device_names() -> list[str]:
-    import jax
-
-    return [d.platform for d in jax.devices()]
 
 
 @contextmanager
