@@ -56,7 +56,7 @@ def load_manifest(args):
             root = next(iter(roots.values()))
         if root is None or not Path(root).exists():
             raise CLIError(f"no root for {args.dataset}: pass --root {args.dataset}=PATH or --data-dir")
-        return load_dataset(args.dataset, root).manifest
+        return load_dataset(args.dataset, root)
     fn = COMPOSITES[args.composite]
     names = _composite_parts(fn)
     kwargs = {}

@@ -17,40 +17,33 @@
 Synthetic data. The clips are shaded with the expression's appearance changes at
 :data:`DEMO_APPEARANCE_STRENGTH` = 0.15, below the writer's default 0.24
 (:mod:`mer_keras.data.synthetic.appearance`): the shading also enters the TV-L1 flow, and
-at 0.24 Off-TANet scored every clip right (pooled UF1 1.000), which shows nothing about
-the method; at 0.15 it scores 0.947 with 40 epochs (0.918 with 30, 0.868 with 20; 0.898 with
-40 and no shading at all). Measured on this demo's data (seed 0, all 12 folds): a linear
-probe (below) scores UF1 0.43 on single apex frames and 0.87 on flow images at 0.15; 0.58
-and 0.90 at 0.24; 0.28 and 0.81 without shading (chance for three classes is about 0.33).
+at 0.24 Off-TANet scored every clip right, which shows nothing about the method. A linear
+probe (:func:`frame_vs_flow_probe`) on this demo's data finds the class far more easily in
+the flow images than in single apex frames, at every shading tried.
 
 Settings of the ShuffleNetV2-SVM run, and why:
 
 * Recipe ``"shufflenet_svm_corrected"`` (L2 5e-4), not the paper's ``"shufflenet_svm"``:
-  the paper's L2 scale 0.2 makes the regulariser about 1,500 times the hinge loss at
+  the paper's L2 scale 0.2 makes the regulariser far larger than the hinge loss at
   initialisation and training collapses onto one class (``tests/test_two_stage.py``).
 * 64 px, ShuffleNetV2 0.5x, 5 pre-training + 5 training epochs, left-out subjects
   ``casme2/sub01``, ``samm/006``, ``smic/s01`` (one per source dataset; each fold still
-  trains on all the other subjects). A fold takes about 75 s on this CPU, most of which
-  builds the compiled training loops of the two stages (the first epoch of each); all 12
-  folds would add about 11 min, so three folds keep the demo near 10 min. The side-by-side
-  table therefore also lists Off-TANet scored on the same three left-out subjects.
+  trains on all the other subjects). Most of a fold's time builds the compiled training
+  loops of the two stages (the first epoch of each), so three folds instead of all 12 keep
+  the demo short. The side-by-side table therefore also lists Off-TANet scored on the same
+  three left-out subjects.
 * This run stays at chance on these data. The two-stage recipe classifies single frames
   (the flow images only pre-train the down-sampling layers), and a rendered expression is
   a 0.5-3 px deformation plus a faint shading on a face whose identity differs between
   subjects by 3-10 px: a strongly regularised linear model on the apex frames finds the
   class (the probe), a ShuffleNetV2 trained from scratch on about 1,000 frames of 63
-  subjects memorises them instead (stage-2 training accuracy 0.96-1.00). Measured, pooled
-  UF1: without shading, all 12 folds, 0.289 with 6 + 8 epochs and 0.287 with 15 + 25; with
-  the writer's 0.24 shading, these three folds, 0.268 with 5 + 5 and 0.278 with 5 + 20.
-  These epochs were compared on the pooled metric only, never on a test subject's score.
+  subjects memorises them instead (near-perfect stage-2 training accuracy). Neither more
+  epochs nor the writer's default shading lifted its pooled UF1 above chance; these epochs
+  were compared on the pooled metric only, never on a test subject's score.
   On real data, where the expression is visible in the frames, the paper's 224 px
   settings apply.
 
-Measured output (defaults, seed 0, 2-core CPU): Off-TANet pooled UF1 0.9469 / UAR 0.9412
-over 67 clips, 12 folds (0.9221 on the 17 clips of the three subjects the ShuffleNetV2-SVM
-run leaves out); ShuffleNetV2-SVM pooled UF1 0.1939 / UAR 0.3167 on those 17 clips (every
-clip of a left-out subject given one class); probe 0.431 (apex frames) vs 0.872 (flow
-images). Wall time 6 min 32 s on a quiet 2-core CPU (10 min 54 s with other jobs running).
+Measured output, probe scores and wall times: docs/benchmarks.md, section "The demo" (``mer-keras demo``).
 """
 
 from __future__ import annotations

@@ -145,6 +145,50 @@ def test_editing_a_recipes_notes_keeps_finished_folds(tmp_path):
     assert len(changed.config["run"]["trained_folds"]) == 3  # a value that changes numbers does invalidate
 
 
+def test_recipes_are_a_trainer_kind_plus_stages():
+    from mer_keras.training import available_recipes, get_recipe
+    from mer_keras.training.loop import PlateauSchedule, StepSchedule, schedule_hook
+    from mer_keras.training.recipes import STAGE_NAMES, Recipe, Stage
+
+    kept = ("input", "input_size", "model_kwargs", "normalisation", "class_balancing", "label_smoothing", "notes")
+    multi = ("head", "val_fraction", "flip_classes", "grid", "unfreeze_fraction", "max_shift", "jitter_prob",
+             "jitter_max")
+    for name in available_recipes():
+        recipe = get_recipe(name)
+        stages = recipe.stages()
+        assert tuple(stages) == (STAGE_NAMES[recipe.trainer] if recipe.pretrain or recipe.trainer == "single"
+                                 else STAGE_NAMES[recipe.trainer][1:])
+        if recipe.trainer == "handcrafted":
+            continue
+        fields = {k: getattr(recipe, k) for k in kept + (multi if recipe.trainer != "single" else ())}
+        again = Recipe.compose(name=name, paper=recipe.paper, model=recipe.model, trainer=recipe.trainer,
+                               stages=stages, **fields)
+        assert again == recipe and again.config_dict() == recipe.config_dict()
+    off = get_recipe("off_tanet").stages()["train"]
+    assert off.schedule == {"kind": "step", "step": 60, "gamma": 0.3} and off.init == "pytorch"
+    hook = schedule_hook(off)
+    assert isinstance(hook, StepSchedule) and hook.base == 1e-3
+    two = get_recipe("shufflenet_svm").stages()
+    assert two["pretrain"].select == "best_val_uf1" and two["train"].loss == "multi_margin"
+    assert isinstance(schedule_hook(two["train"]), PlateauSchedule)
+    pre = get_recipe("mobilevit_transfer").stage("pretrain")
+    assert (pre.optimizer, pre.lr, pre.batch_size, pre.head) == ("sgd", 0.01, 32, "softmax")
+    with pytest.raises(ValueError, match="has no stage"):
+        get_recipe("ststnet").stage("pretrain")
+    with pytest.raises(ValueError, match="stages"):
+        Recipe.compose(name="x", paper="p", model="ststnet", stages={"pretrain": Stage(), "train": Stage()})
+    with pytest.raises(ValueError, match="belong to a stage"):
+        Recipe.compose(name="x", paper="p", model="ststnet", stages={"train": Stage()}, lr=0.1)
+    with pytest.raises(ValueError, match="cannot be expressed"):  # two-stage pre-training uses stage 2's optimiser
+        Recipe.compose(name="x", paper="p", model="shufflenet_v2", trainer="two_stage", head="svm",
+                       input="frames", input_size=(48, 48, 3),
+                       stages={"pretrain": Stage(optimizer="sgd", select="best_val_uf1"),
+                               "train": Stage(loss="multi_margin", schedule={"kind": "plateau", "monitor": ["loss"],
+                                              "factor": 0.1, "patience": 2, "min_delta": 0.0, "min_lr": 0.0})})
+    with pytest.raises(ValueError, match="schedule kind"):
+        Stage(schedule={"kind": "cosine"})
+
+
 def test_vectorise_folds_is_refused_where_it_cannot_run():
     from mer_keras.training import run_loso
 

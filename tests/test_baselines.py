@@ -331,6 +331,20 @@ def test_fold_uses_training_subjects_only_and_checks_disjointness(cache):
         handcrafted_inputs(cache, recipe, record_test_curve=True)
 
 
+def test_protocol_fit_then_predict_equals_the_fold(cache):
+    from mer_keras.training import get_trainer
+
+    recipe = get_recipe("hoof_svm").replace(svm_c_grid=(0.01, 1.0))
+    trainer = get_trainer(recipe)
+    prepared = trainer.prepare(cache)
+    fold = next(f for f in loso_folds(prepared.data) if len(f.test_index) >= 2)
+    fitted = trainer.fit(prepared, fold.train_index, seed=0)
+    scores = trainer.predict(fitted, prepared, fold.test_index)
+    _, expected, history, _ = train_fold_handcrafted(prepared.data, fold, recipe, 0)
+    np.testing.assert_array_equal(scores, expected)
+    assert fitted.history["svm_c"] == history["svm_c"] and fitted.info["n_train"] == len(fold.train_index)
+
+
 def test_inputs_are_checked_against_the_feature(cache):
     flow = LOSODataset.from_cache(cache, input="flow_stack")
     with pytest.raises(ValueError, match="reads grey frame stacks"):

@@ -61,6 +61,11 @@ def test_synth_then_prepare_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "prepared 6 of 6 clips" in proc.stdout
     assert (cache / "manifest.csv").is_file() and (cache / "cache.json").is_file()
+    # one dataset, as the README's first command on licensed data does (--dataset NAME --root NAME=DIR)
+    proc = run_cli("prepare", "--dataset", "casme2", "--root", f"casme2={data / 'casme2'}", "--preset", "ststnet",
+                   "--workers", "1", "--no-progress", "--out", str(tmp_path / "casme2"))
+    assert proc.returncode == 0, proc.stderr
+    assert "prepared 2 of 2 clips" in proc.stdout and (tmp_path / "casme2" / "cache.json").is_file()
 
 
 def test_models_table_lists_params_and_macs():

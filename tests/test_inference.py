@@ -234,13 +234,13 @@ def test_predict_video_and_realtime_options(flow_pipeline, held_out, tmp_path):
 
 
 def test_two_stage_fit_final_and_frame_pipeline(frames_cache, held_out, data, monkeypatch):
-    """fit-final hands the two-stage fold function every clip as training data and a placeholder as its test
-    slot; the saved frame pipeline predicts. The fold function itself (pre-training with the epoch chosen on an
+    """fit-final hands the two-stage fold function every clip as training data and no test clip (no
+    placeholder); the saved frame pipeline predicts. The fold function itself (pre-training with the epoch chosen on an
     inner subject split, stage 2) is tested in test_two_stage.py; here it is replaced by a stand-in that returns
     an untrained ShuffleNetV2, so this test does not spend a minute tracing two training graphs."""
     import mer_keras.training.two_stage as two_stage
-    from mer_keras.inference.fit import PLACEHOLDER_SUBJECT
     from mer_keras.training import LOSODataset, get_recipe
+    from mer_keras.training.trainers import NO_TEST_SUBJECT
 
     seen = {}
 
@@ -257,9 +257,10 @@ def test_two_stage_fit_final_and_frame_pipeline(frames_cache, held_out, data, mo
     fit = fit_final(frames_cache, recipe, data / "bundle_shufflenet", progress=False, overwrite=True)
     real = LOSODataset.from_cache(frames_cache, input="frames")
     fold, frames, flow = seen["fold"], seen["frames"], seen["flow"]
-    assert fold.train_index.tolist() == list(range(len(real))) and fold.test_index.tolist() == [len(real)]
-    assert frames.subjects[-1] == flow.subjects[-1] == PLACEHOLDER_SUBJECT and seen["kwargs"]["return_model"]
-    assert list(frames.clips[:-1]) == list(real.clips) and PLACEHOLDER_SUBJECT not in fit.meta["training"]["subjects"]
+    assert fold.train_index.tolist() == list(range(len(real))) and fold.test_index.tolist() == []
+    assert fold.test_subject == NO_TEST_SUBJECT and seen["kwargs"]["return_model"]
+    assert list(frames.clips) == list(flow.clips) == list(real.clips)
+    assert fit.meta["training"]["subjects"] == real.subject_list() and fit.meta["training"]["n_clips"] == len(real)
 
     pipeline = load_pipeline(fit.path)
     meta = pipeline.meta

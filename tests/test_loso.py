@@ -55,7 +55,8 @@ def test_recipes_hold_the_paper_values():
                                    "off_tanet", "shufflenet_cbam_svm", "shufflenet_svm", "shufflenet_svm_corrected",
                                    "shufflenet_vit_svm", "ststnet"]
     st = get_recipe("ststnet")
-    assert isinstance(st, Recipe) and st.input == "flow_image" and st.model_kwargs == {"variant": "original"}
+    assert isinstance(st, Recipe) and st.input == "flow_image"
+    assert st.model_kwargs == {"variant": "original", "fuse_streams": True, "fuse_bn_pool": True}
     assert (st.input_size, st.optimizer, st.lr, st.batch_size, st.epochs, st.loss, st.lr_step) == (
         (28, 28, 3), "adam", 5e-5, 256, 800, "cross_entropy", None)
     assert st.normalisation is None and st.class_balancing is None and st.label_smoothing == 0.0

@@ -27,7 +27,7 @@ from mer_keras.models.flow_layers import (
     trainable_params,
 )
 from mer_keras.models.off_tanet import OffTANet
-from mer_keras.models.ststnet import STSTNet
+from mer_keras.models.ststnet import STSTNet, copy_stream_weights
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -246,6 +246,7 @@ ROUNDTRIP_MODELS = {
     "ststnet": lambda: STSTNet(),
     "ststnet_off_tanet": lambda: STSTNet(variant="off_tanet"),
     "ststnet_fused": lambda: STSTNet(fuse_bn_pool=True),
+    "ststnet_one_stream": lambda: STSTNet(fuse_streams=True, fuse_bn_pool=True),
     "off_apexnet": lambda: OffApexNet(),
     "dual_inception": lambda: DualInception(),
     # the 50-70M-parameter heads are plain Dense layers; round-trip the convolutional parts
@@ -394,7 +395,47 @@ def test_fused_bn_max_pool_equals_bn_then_max_pool():
     np.testing.assert_allclose(moved(x, training=False), fused(x, training=False), atol=1e-5)
 
 
+@pytest.mark.parametrize("fuse_bn_pool", [False, True])
+def test_one_stream_ststnet_equals_three_streams(fuse_bn_pool):
+    """The three streams as one 16-filter stream: same parameters, outputs, gradients and BN moments."""
+    import tensorflow as tf
+
+    plain, _ = _ststnet_pair()
+    one = STSTNet(dropout=0.0, fuse_streams=True, fuse_bn_pool=fuse_bn_pool)
+    assert one.count_params() == plain.count_params() == 1683 + 2 * 16  # + BN moving statistics
+    copy_stream_weights(plain, one)
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(32, 28, 28, 3)).astype("float32")
+    y = rng.integers(0, 3, 32)
+    np.testing.assert_allclose(one(x, training=False), plain(x, training=False), atol=1e-5)
+    assert float(np.abs(one(x, training=False) - plain(x, training=False)).max()) < 1e-5
+
+    def grads(model):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, model(x, training=True)))
+        named = dict(zip([v.path for v in model.trainable_variables], tape.gradient(loss, model.trainable_variables)))
+        return named
+
+    g_plain, g_one = grads(plain), grads(one)
+    pairs = [(g_one["predictions/kernel"], g_plain["predictions/kernel"])]
+    for part in ("kernel", "bias"):
+        pairs.append((g_one[f"conv/{part}"], np.concatenate([g_plain[f"conv{i}/{part}"] for i in (1, 2, 3)], axis=-1)))
+    for got, want in pairs:  # relative to the gradient's scale (float32 sums in another order)
+        assert float(np.abs(np.asarray(got) - np.asarray(want)).max()) / (float(np.abs(want).max()) + 1e-12) < 1e-4
+    # after the training-mode call both carry the same BN moving statistics; map back and compare
+    back = STSTNet(dropout=0.0)
+    copy_stream_weights(one, back)
+    for i in (1, 2, 3):
+        for a, b in zip(plain.get_layer(f"bn{i}").get_weights(), back.get_layer(f"bn{i}").get_weights()):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(back(x, training=False), plain(x, training=False), atol=1e-5)
+
+
 def test_fused_bn_max_pool_arguments():
+    with pytest.raises(ValueError, match="variant='original'"):
+        STSTNet(variant="off_tanet", fuse_streams=True)
+    with pytest.raises(ValueError, match="not an original-variant"):
+        copy_stream_weights(STSTNet(variant="off_tanet"), STSTNet())
     with pytest.raises(ValueError, match="variant='original'"):
         STSTNet(variant="off_tanet", fuse_bn_pool=True)
     with pytest.raises(ValueError, match="channels-last"):

@@ -18,7 +18,8 @@ import pytest
 from mer_keras.training import LeakageError, LOSODataset, Recipe, fold_name, get_recipe, run_loso
 from mer_keras.training import transfer as T
 from mer_keras.training.engine import resolve_recipe as _resolve_recipe
-from mer_keras.training.recipes import GRID_KEYS, QUICK_GRID_WEIGHT_DECAY, TRANSFER_FIELDS, TWO_STAGE_FIELDS
+from mer_keras.training.recipes import (GRID_KEYS, ORDER_FIELDS, QUICK_GRID_WEIGHT_DECAY, TRANSFER_FIELDS,
+                                       TWO_STAGE_FIELDS)
 
 SIZE = 64  # MobileViT needs a multiple of 64
 SHAPE = (SIZE, SIZE, 1)
@@ -155,6 +156,7 @@ def test_transfer_fields_stay_out_of_other_recipes_configs():
     for name in ("ststnet", "off_tanet", "shufflenet_svm"):
         r = get_recipe(name)
         expected = all_fields - set(TRANSFER_FIELDS) - (set() if r.trainer == "two_stage" else set(TWO_STAGE_FIELDS))
+        expected -= {k for k, default in ORDER_FIELDS.items() if getattr(r, k) == default}
         assert set(r.to_dict()) == expected
         assert r.replace(jitter_prob=0.0, max_shift=9, grid={"lr": (0.1,)}).to_dict() == r.to_dict()
         with pytest.raises(TypeError, match="unknown recipe field"):

@@ -241,6 +241,32 @@ def test_pooled_fold_gives_the_same_numbers_as_the_per_fold_set(data, fold):
         train_fold_two_stage(flow, frames, fold, r, 3, pool=stage2_pool(frames, [1]))
 
 
+def test_protocol_fit_without_test_clips_then_predict_equals_the_fold(cache, data, fold):
+    """The two-stage trainer fits on training subjects alone (no placeholder clip) and scores any clips
+    afterwards; on a LOSO fold that gives the fold function's own scores."""
+    from mer_keras.training import get_trainer
+    from mer_keras.training.trainers import NO_TEST_SUBJECT
+
+    r = small(epochs=2, pretrain_epochs=1, backbone="ststnet")
+    trainer = get_trainer(r)
+    prepared = trainer.prepare(cache)
+    seen = []
+    fold_fn = prepared.extras["fold_fn"]
+
+    def spy(dataset, f, *args, **kwargs):
+        seen.append(f)
+        return fold_fn(dataset, f, *args, **kwargs)
+
+    prepared.extras["fold_fn"] = spy
+    fitted = trainer.fit(prepared, fold.train_index, seed=3, name=fold.name)
+    assert seen[-1].test_index.size == 0 and seen[-1].test_subject == NO_TEST_SUBJECT
+    assert "n_test" not in fitted.info and fitted.info["n_train"] == len(fold.train_index)
+    scores = trainer.predict(fitted, prepared, fold.test_index)
+    _, expected, _, _ = trainer.fit_predict(prepared, fold, seed=3)
+    assert scores.shape == expected.shape == (len(fold.test_index), 3)
+    np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-5)
+
+
 def test_clip_score_is_the_mean_of_its_frame_scores(data, fold):
     flow, frames = data
     # a tiny backbone (STSTNet: no down-sampling list, reload = every layer before the head) keeps this fast

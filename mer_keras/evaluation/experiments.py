@@ -449,25 +449,35 @@ def _probe_model(recipe, n_classes: int):
             kwargs.pop(refused.group(1))
 
 
+def _backend_version() -> dict:
+    """The Keras backend and its framework's version (part of a step timing's cache key)."""
+    import importlib
+
+    import keras
+
+    backend = keras.backend.backend()
+    return {"backend": backend, "version": getattr(importlib.import_module(backend), "__version__", "")}
+
+
 def measure_step(recipe, n_classes: int, cache_file: Path | None = None) -> dict:
     """Tracing cost and time of one training step of ``recipe``'s model on random inputs of its size.
 
     Returns ``{"trace_s", "step_s" (at the recipe's batch size), "probe_batch", "gflops",
     "other_cores"}``, cached in ``cache_file`` (JSON) under a key of model, arguments, input,
-    batch, machine and TensorFlow version (not the loss: an SVM or softmax head costs the
-    same here). ``other_cores``: the CPU other processes used meanwhile
+    batch, machine, backend and its version (not the loss: an SVM or softmax head costs the
+    same here), timed with the current Keras backend's compiled epoch
+    (:func:`mer_keras.training.backends.fold_trainer`). ``other_cores``: the CPU other processes used meanwhile
     (:class:`~mer_keras.evaluation.timing.OtherLoad`); a cached timing taken under load is
     measured again (:func:`~mer_keras.evaluation.timing.measured_quietly`).
     """
     import keras
-    import tensorflow as tf
 
     from mer_keras.models.summary import count_flops
-    from mer_keras.training.backends.tensorflow import epoch_steps
+    from mer_keras.training import backends
 
     key = json.dumps({"model": recipe.model, "model_kwargs": dict(recipe.model_kwargs), "input": list(recipe.input_size),
                       "batch": int(recipe.batch_size), "classes": int(n_classes),
-                      "host": platform.node(), "tf": tf.__version__}, sort_keys=True, default=str)
+                      "host": platform.node(), **_backend_version()}, sort_keys=True, default=str)
     store = {}
     if cache_file is not None and Path(cache_file).is_file():
         store = json.loads(Path(cache_file).read_text())
@@ -479,29 +489,25 @@ def measure_step(recipe, n_classes: int, cache_file: Path | None = None) -> dict
     batch = int(recipe.batch_size)
     probe = max(1, min(batch, int(PROBE_FLOPS // max(1.0, 3.0 * flops))))
     rng = np.random.default_rng(0)
-    x = tf.constant(rng.random((probe, *recipe.input_size), dtype=np.float32))
-    y = tf.constant(rng.integers(0, n_classes, probe).astype(np.int32))
-    optimizer = keras.optimizers.Adam(1e-4)
-    optimizer.build(model.trainable_variables)
+    x = rng.random((probe, *recipe.input_size), dtype=np.float32)
+    y = rng.integers(0, n_classes, probe).astype(np.int32)
     if recipe.loss == "multi_margin":
         from mer_keras.models.heads import MultiMarginLoss
 
         loss = MultiMarginLoss()
     else:
         loss = keras.losses.SparseCategoricalCrossentropy()
-    def one_epoch(perm):  # the engine's compiled epoch loop, one batch
-        return epoch_steps(model, optimizer, loss, x, y, perm, probe)
-
-    fn = tf.function(one_epoch)
-    perm = tf.constant(np.arange(probe, dtype=np.int32))
+    # the engine's compiled epoch on the current backend, over one batch
+    trainer = backends.fold_trainer(model, keras.optimizers.Adam(1e-4), loss, x, y, probe)
+    perm = np.arange(probe)
     with OtherLoad() as load:
         start = time.perf_counter()
-        fn(perm)
+        trainer.train_epoch(perm, 1e-4)
         first = time.perf_counter() - start
         times = []
         for _ in range(2):
             start = time.perf_counter()
-            fn(perm)
+            trainer.train_epoch(perm, 1e-4)
             times.append(time.perf_counter() - start)
     step = float(np.median(times))
     result = {"trace_s": max(0.0, first - step), "step_s": step * batch / probe, "probe_batch": probe,

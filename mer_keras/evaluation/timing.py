@@ -36,37 +36,24 @@ images, ``model(x, training=False)`` inside ``tf.function(jit_compile=False)`` (
 * ``"eager"``: ``model(x, training=False)`` op by op (Python overhead per layer);
 * ``"predict"``: ``model.predict(x)`` per call (builds a data adapter every call).
 
-Measured once with this module (2 shared cores, TF 2.21 with oneDNN, default threads,
-median of 15 interleaved runs per mode; first line MobileNetV2 ms, then each model's
-ratio to MobileNetV2 in the same mode and run; paper = Table 4 ratio)::
-
-    mode               compiled  predict_on_batch  frozen    xla   eager  predict  paper
-    mobilenet_v2 (ms)    35.8         32.9          20.7   175.4   264.8   121.0   24.0
-    shufflenet_v2_cbam   0.69         0.63          0.77    0.30    1.12    0.86   1.19
-    shufflenet_v2_vit    1.05         0.91          1.22    0.40    1.71    1.08   1.58
-    resnet50             3.49         3.58          2.95    0.54    1.95    2.93   4.41
-    deit_base           11.53        11.06         11.84    1.79    3.25    5.57   7.00
-    mobilevit_s          3.00         2.98          3.91    1.93    2.24    1.59  (1.47)
-    off_tanet            0.19         0.20          0.31    0.04    0.33    0.91     -
+Measured numbers: docs/benchmarks.md, section "Model timing" (``mer-keras bench latency``).
 
 ``compiled`` and ``predict_on_batch`` agree within the noise (both run the same compiled
 graph); ``compiled`` is the default. ``frozen`` is the fastest TensorFlow path for the
-convolutional networks (BatchNorm folded into the convolutions: MobileNetV2 21 ms,
-ResNet50 61 ms) and hardly changes the transformers. XLA on the CPU is much slower for
-depthwise convolutions (MobileNetV2 175 ms) — do not use it for these models. A fixed
-per-call overhead (``eager``, ``predict``: 90-250 ms here) compresses every ratio toward
+convolutional networks (BatchNorm folded into the convolutions) and hardly changes the
+transformers. XLA on the CPU is much slower for depthwise convolutions — do not use it for
+these models. A fixed per-call overhead (``eager``, ``predict``) compresses every ratio toward
 1; the papers' ratios are compressed in the same direction (DeiT-Base 7.0 for 59x the
 FLOPs of MobileNetV2, ResNet50 4.4 for 13x), which suggests their times include such an
 overhead or ran on the GPU.
 
-Why MobileViT-S is ~3x MobileNetV2 here (vs 1.47 across the two papers): it has 6.7x
-the FLOPs (4.0 vs 0.6 GFLOPs at 256 vs 224 px) and already runs at about twice
-MobileNetV2's FLOP rate (~37 vs ~17 GFLOP/s). An op-level profile of the frozen graph
-(``RunMetadata`` step stats) puts about 25 % of its time in convolutions, 17 % in swish
-(the architecture's activation), 23 % in dense / batched matrix products, 6 % in
-transposes (unfold / fold and the head split, the same as the reference implementation)
-and ~7 % in LayerNorm; scaling ``q`` instead of the N x N logits changed nothing
-measurable (94.6 vs 93.4 ms). The ratio is inherent to the architecture, not a slow layer.
+Why MobileViT-S is well above MobileNetV2 here (and above the cross-paper 1.47): it has 6.7x
+the FLOPs (4.0 vs 0.6 GFLOPs at 256 vs 224 px) and already runs at a higher FLOP rate than
+MobileNetV2. An op-level profile of the frozen graph (``RunMetadata`` step stats) spreads
+its time over convolutions, swish (the architecture's activation), dense / batched matrix
+products, transposes (unfold / fold and the head split, the same as the reference
+implementation) and LayerNorm; scaling ``q`` instead of the N x N logits changed nothing
+measurable. The ratio is inherent to the architecture, not a slow layer.
 
 :func:`run_latency_bench` builds every model of :data:`TABLE4_ROWS` at its paper input
 size, warms each up, then **interleaves** the timed repetitions round-robin (rotating the
@@ -78,8 +65,8 @@ with ``tf.config.threading`` before TensorFlow runs its first op.
 
 Other processes' load
 ---------------------
-A time measured while other jobs share the cores is too high (2-5x on the 2-core
-machine these numbers come from), and a saved one would mislead every later estimate.
+A time measured while other jobs share the cores is too high (by how much: docs/benchmarks.md,
+section "Model timing"), and a saved one would mislead every later estimate.
 :class:`OtherLoad` measures, around a timed block, how many cores' worth of CPU time
 *other* processes used (all cores' busy time from ``/proc/stat`` minus this process's
 own CPU time, over the wall time), so that saved timings can record it and be re-measured

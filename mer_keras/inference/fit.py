@@ -3,7 +3,7 @@
 After a recipe has been evaluated by leave-one-subject-out (``mer-keras loso``), the model to
 apply to new footage is trained once more on *all* subjects. :func:`fit_final` does that
 with the engine's own per-fold training -- the same function a LOSO fold runs
-(:func:`mer_keras.training.loso.train_fold` for single-stage recipes, the two-stage fold of
+(the registered trainer of the recipe's kind: single-stage, the two-stage fold of
 :mod:`mer_keras.training.two_stage`, the transfer fold of :mod:`mer_keras.training.transfer`),
 under the same runtime settings (device, precision, op determinism) -- so nothing about
 training differs from the evaluated protocol except that no subject is left out:
@@ -15,12 +15,10 @@ training differs from the evaluated protocol except that no subject is left out:
   pre-training; the transfer recipe's grid search) do so on an inner split of all
   subjects (:func:`~mer_keras.training.folds.inner_split`), as in every fold.
 
-The per-fold functions always score a left-out subject at the end. Here that subject is a
-single placeholder clip (all-zero input, subject ``"(no test subject)"``) appended to the
-data; the engine fits nothing on test indices (checked by
-:func:`~mer_keras.training.folds.assert_subject_disjoint` in every fold function), so the
-placeholder only receives a score, which is discarded. ``tests/test_inference.py`` checks
-that the saved normalisation equals the statistics of all training clips.
+Every recipe kind fits through the trainer protocol
+(:func:`~mer_keras.training.trainers.get_trainer`: ``prepare`` once, then ``fit`` on every
+subject's clips); no test clip is scored. ``tests/test_inference.py`` checks that the saved
+normalisation equals the statistics of all training clips.
 """
 
 from __future__ import annotations
@@ -31,8 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-PLACEHOLDER_SUBJECT = "(no test subject)"
 
 
 @dataclass
@@ -52,21 +48,6 @@ class FitResult:
                 f"{t['n_subjects']} subjects, {t['epochs']} epochs, input {self.meta['input']['kind']} "
                 f"{'x'.join(map(str, self.meta['input']['shape']))}, classes {', '.join(self.meta['class_names'])}, "
                 f"{t['train_s']:.1f} s")
-
-
-def _with_placeholder(ds):
-    """``ds`` plus one all-zero placeholder clip of its own subject (the engine's test slot)."""
-    from mer_keras.training.datasets import LOSODataset
-
-    if ds.is_sequence:
-        x = np.empty(len(ds) + 1, dtype=object)
-        x[:-1] = list(ds.x)
-        x[-1] = np.zeros((1, *ds.sample_shape), dtype=ds.x[0].dtype)
-    else:
-        x = np.concatenate([ds.x, np.zeros((1, *ds.sample_shape), dtype=ds.x.dtype)])
-    return LOSODataset(x=x, y=np.concatenate([ds.y, [0]]), subjects=np.append(ds.subjects, PLACEHOLDER_SUBJECT),
-                       datasets=np.append(ds.datasets, PLACEHOLDER_SUBJECT), clips=np.append(ds.clips, "placeholder"),
-                       class_names=ds.class_names)
 
 
 def _resolve(recipe, epochs, overrides):
@@ -114,8 +95,7 @@ def fit_final(
     """
     from mer_keras.preprocess.cache import PreparedCache
     from mer_keras.training.datasets import LOSODataset
-    from mer_keras.training.folds import Fold
-    from mer_keras.training.engine import check_input_shape, seed_for
+    from mer_keras.training.engine import seed_for
     from mer_keras.training.runtime import fold_runtime
     from mer_keras.training.trainers import get_trainer
 
@@ -137,41 +117,23 @@ def fit_final(
     cache = data if isinstance(data, PreparedCache) else PreparedCache(path)
 
     if recipe.trainer == "two_stage":
-        from mer_keras.training.two_stage import load_two_stage_data, two_stage_inputs
-
-        flow, frames = load_two_stage_data(cache, recipe, progress=progress)
-        real = flow
-        train_data, _, fold_fn = two_stage_inputs((_with_placeholder(flow), _with_placeholder(frames)), recipe)
-        input_kind = "frames"
+        source, input_kind = cache, "frames"
     elif recipe.trainer == "transfer":
-        from mer_keras.training.transfer import load_transfer_data, transfer_inputs
-
-        micro, macro_ds = load_transfer_data({"micro": cache, "macro": macro} if macro is not None else cache, recipe,
-                                             progress=progress)
-        real = micro
-        pair = (_with_placeholder(micro), macro_ds) if macro_ds is not None else _with_placeholder(micro)
-        train_data, _, fold_fn = transfer_inputs(pair, recipe)
-        input_kind = recipe.input
+        source, input_kind = ({"micro": cache, "macro": macro} if macro is not None else cache), recipe.input
     else:
-        real = LOSODataset.from_cache(cache, input=recipe.input, progress=progress)
-        check_input_shape(real, recipe)
-        train_data = fold_fn = None  # fitted through the trainer protocol on every subject, no test subject
-        input_kind = recipe.input
+        source, input_kind = LOSODataset.from_cache(cache, input=recipe.input, progress=progress), recipe.input
 
-    n = len(real)
-    fold = Fold(name="all-subjects", test_subject=PLACEHOLDER_SUBJECT, train_index=np.arange(n, dtype=np.int64),
-                test_index=np.array([n], dtype=np.int64))
     fold_seed = seed_for(seed, "all-subjects")
     recipe = recipe.replace(seed=int(seed))
+    trainer = get_trainer(recipe, progress=progress)
+    prepared = trainer.prepare(source)
+    real = prepared.data  # the clip list every kind indexes (flow images for two-stage, the micro set for transfer)
+    n = len(real)
     start = time.perf_counter()
     with fold_runtime(device, mixed_precision=recipe.mixed_precision, deterministic=deterministic) as runtime:
         mixed = runtime["precision"] == "mixed_float16"
-        if fold_fn is None:
-            trainer = get_trainer(recipe, progress=progress)
-            fitted = trainer.fit(trainer.prepare(real), fold.train_index, fold_seed, mixed=mixed, name=fold.name)
-            model, history, info = fitted.model, fitted.history, fitted.info
-        else:
-            model, _, history, info = fold_fn(train_data, fold, recipe, fold_seed, mixed=mixed, progress=progress)
+        fitted = trainer.fit(prepared, np.arange(n, dtype=np.int64), fold_seed, mixed=mixed, name="all-subjects")
+        model, history, info = fitted.model, fitted.history, fitted.info
     train_s = time.perf_counter() - start
 
     norm = None
@@ -222,4 +184,4 @@ def _jsonable(value):
     return value
 
 
-__all__ = ["FitResult", "PLACEHOLDER_SUBJECT", "fit_final"]
+__all__ = ["FitResult", "fit_final"]

@@ -28,52 +28,19 @@ the writer renders them (``tests/test_synthetic_recovery.py`` measures EPE the s
 px peak (``mer_keras.preprocess.bench``). The realtime setting must be no worse than
 OpenCV's default on all three.
 
-Measured on a quiet machine (2 cores, load average 0.8-1.2 during the run; ``python
-experiments/00d_end_to_end_latency.py --repeats 15``, medians; ms, wall / process CPU)::
+Measured numbers: docs/benchmarks.md, section "Inference latency" (``mer-keras bench e2e``).
 
-    configuration                 detection  tvl1       network  total       ratio to 150 ms
-    off_tanet exact                 40 / 39  119 / 225  10 / 11  187 / 284   1.24 / 1.90
-    off_tanet realtime              12 / 12   64 / 120   9 / 9    93 / 149   0.62 / 0.99
-    off_tanet realtime, 1 thread    11 / 11   96 / 92   10 / 10  125 / 120   0.83 / 0.80
-    shufflenet exact                40 / 38  -          50 / 49  102 / 97    0.68 / 0.65
-    shufflenet realtime             12 / 12  -          46 / 46   68 / 66    0.45 / 0.44
-
-Landmarks take 4 ms, alignment 1-3 ms, masks 0-3 ms, strain and flow image 2 ms. Where
-the time goes: TV-L1 is 64 % of the Off-TANet pipeline's wall time with the bundle's
-``fast`` preset and dlib detection on the full 640 x 480 frame 21 %. Changes: detection on
-the frame downscaled by 2 (3.3x cheaper; the landmarks, still predicted on the full frame
-from the scaled-back box, move by 0.27 px on average, at most 0.99 px, in 112 px aligned
-coordinates) and :data:`REALTIME_TVL1` (0.30x OpenCV's default time, 0.5x the ``fast``
-preset's, with a lower end-point error than the default on all three sets). With both,
-the Off-TANet pipeline takes 93 ms (0.62 of the target); TV-L1 runs on OpenCV's two
-threads (one thread: 125 ms). The ShuffleNetV2 pipeline needs no flow at inference (its
-flow only pre-trains the backbone) and meets the target with either option. Predictions
-do not suffer: on 62 held-out synthetic clips an Off-TANet bundle labelled 61 correctly
-with the exact and with the realtime pre-processing (apex spotted).
-
-Earlier runs on the same machine under load from other jobs (load average 5-8) measured
-roughly twice these wall times (Off-TANet realtime 175-265 ms wall, 116 ms CPU): a shared
-CPU, not the pipeline, decides whether the target holds there.
-
-TV-L1 settings at 112 px (CPU time on one thread relative to OpenCV's defaults, 262-274 ms;
-EPE ratio to the defaults on the shaded rendered / motion-only / portrait sets)::
-
-    setting                                        time  shaded  motion  portrait
-    OpenCV defaults (5 levels, 5 warps, 30 x 10)   1.00  1.000   1.000   1.000
-    fast preset (3 levels, 3 warps)                0.63  0.992   0.805   0.954
-    realtime: 3 levels, 1 warp, 20 inner, 3 outer  0.32  0.968   0.739   0.912
-    3 levels, 1 warp, 15 x 3                       0.27  0.977   0.756   0.898
-    3 levels, 1 warp, 20 x 2                       0.24  0.996   0.735   0.871
-    2 levels (step 0.5), 3 warps, 5 x 3            0.17  0.96-1.04       0.797   0.937
-    3 levels, 2 warps, 10 x 2                      0.27  0.98-1.04       0.779   0.931
-    3 levels, 1 warp, epsilon 0.02 or 0.05         -     fails on at least one set
-    flow at 56 px, upsampled                       -     1.08-1.39       1.26-1.99  2.4-2.9
-    1 level, 3 warps, 30 x 1                       0.30  1.002   -       2.09
-
-The shaded set depends on the synthetic renderer's appearance model, which was being
-retuned while this was measured (OpenCV's default EPE on it moved between 0.081 and 0.196
-px across versions); the chosen setting was no worse than the default on every version seen
-(0.95-0.98), the cheaper candidates were not, which is why the 0.17x setting was not taken.
+Why the realtime options: with the bundle's pre-processing, TV-L1 (``fast`` preset) and
+dlib detection on the full 640 x 480 frame take most of the Off-TANet pipeline's time.
+Detecting on the frame downscaled by 2 is much cheaper, and the landmarks, still predicted
+on the full frame from the scaled-back box, hardly move (:func:`landmark_shift` measures
+how much). :data:`REALTIME_TVL1` was chosen from grids of TV-L1 settings as a cheap one
+that is no worse than OpenCV's default on all three sets; the shaded set depends on the
+synthetic renderer's appearance model, which was being retuned while the settings were
+compared, and the chosen setting was no worse than the default on every version seen,
+the cheaper candidates were not. The ShuffleNetV2 pipeline needs no flow at inference
+(its flow only pre-trains the backbone). On a machine shared with other jobs the wall
+times grow: a shared CPU, not the pipeline, decides whether the target holds there.
 """
 
 from __future__ import annotations

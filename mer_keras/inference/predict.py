@@ -53,12 +53,10 @@ SINGLE_IMAGE_KINDS = ("apex",)
 
 REALTIME_TVL1 = TVL1Params(nscales=3, warps=1, inner_iterations=20, outer_iterations=3)
 """TV-L1 of :meth:`InferenceOptions.realtime`: 3 pyramid levels, 1 warp, 20 inner and 3
-outer iterations (OpenCV defaults otherwise): about 0.3x the time of OpenCV's defaults and
-0.5x the ``fast`` preset at 112 px, with a mean end-point error no worse than OpenCV's
-defaults on all three synthetic ground truths of
-:func:`mer_keras.inference.latency.tvl1_accuracy`. Chosen from grids over levels (1-5),
-warps (1-3), inner (5-30) and outer (1-10) iterations and scale steps (0.5, 0.8); see
-:mod:`mer_keras.inference.latency` for the numbers and the cheaper settings rejected."""
+outer iterations (OpenCV defaults otherwise), chosen from grids over levels, warps, inner and
+outer iterations and scale steps against the synthetic ground truths of
+:func:`mer_keras.inference.latency.tvl1_accuracy`; its time and end-point error beside
+OpenCV's defaults are measured by ``mer-keras bench e2e`` (``docs/benchmarks.md``)."""
 
 
 @dataclass(frozen=True)

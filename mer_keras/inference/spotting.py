@@ -16,22 +16,16 @@ Rule (the issue's "frame of largest motion from the first frame ... by flow magn
   the **apex** is the frame after the onset with the largest smoothed score (the first one
   on ties).
 
-Measured on 60 rendered synthetic clips (CASME II layout, 640 x 480, 5 subjects x 6 clips
-at 15 and at 9 frames per clip, seed 21; blinks and the renderer's head-jitter random walk
-included; the writer records the true apex): the spotted apex is within one frame of the
-true one for 29 of 30 clips at 15 frames (the other is 2 frames off) and 30 of 30 at 9
-frames (exactly right for 67 % and 53 %), at about 2.6 ms per frame on a loaded 2-core CPU.
-On a MEGC2019-style synthetic composite (CASME II, SAMM, SMIC-HS layouts, 62 labelled
-clips, written with seed 1): within one frame for 58 of 62 (exact for 40); the worst miss
-(8 frames) is a clip whose motion curve stays below 0.08 px, i.e. barely above noise.
-Rejected alternatives on the 60 clips: the mean absolute grey difference from the onset
-inside the same mask (73 % and 83 % within one frame; worst 8 frames off, late frames
-after the head had drifted), the same after removing a phase-correlation translation
-(83 % and 97 %; OpenCV 5.0's ``cv2.phaseCorrelate`` was not used: it returned different,
-non-zero shifts for two identical images on repeated calls), Farneback at 96 px (same
-hits, twice the time) or 48 px (one clip 6 frames off). TV-L1 per frame would cost more
-than the recognition itself. The method assumes a still camera and head (as the whole
-pipeline does: one alignment transform for every frame) and an onset at the first frame.
+Measured accuracy and time: docs/benchmarks.md, section "Apex spotting" (:func:`spot_apex`).
+
+Rejected alternatives (their numbers are in the same section): the mean absolute grey
+difference from the onset inside the same mask (its worst misses were late frames, after
+the head had drifted), the same after removing a phase-correlation translation (OpenCV
+5.0's ``cv2.phaseCorrelate`` was not used: it returned different, non-zero shifts for two
+identical images on repeated calls), Farneback at 96 px (no more hits, slower) or 48 px
+(less accurate). TV-L1 per frame would cost more than the recognition itself. The method
+assumes a still camera and head (as the whole pipeline does: one alignment transform for
+every frame) and an onset at the first frame.
 """
 
 from __future__ import annotations

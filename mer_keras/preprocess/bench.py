@@ -15,17 +15,11 @@ grey frame:
 Times are the median of ``repeats`` runs after one warm-up, in this process (OpenCV's
 own thread pool as configured); on a loaded machine they are noisy, the ratios less so.
 
-Measured when choosing ``TVL1Params.fast()`` (nscales 3, warps 3; 2 shared, heavily
-loaded cores, OpenCV 5.0, grace_hopper portrait, median of 3, means over the four
-peaks; two runs, times are noisy, EPE is deterministic)::
+Measured numbers: docs/benchmarks.md, section "Pre-processing: TV-L1 settings" (``mer-keras bench preprocess``).
 
-    size  default ms   tuned ms    time ratio  default EPE  tuned EPE  EPE ratio
-     112   539 / 597   328 / 340   0.61 / 0.57     0.0746       0.0712     0.95
-     224  1445 / 1314  872 / 1109  0.60 / 0.84     0.0373       0.0374     1.00
-
-(mean true motion in the face 1.04 px; per-peak EPE ratios 0.91-1.04). A variant with
-``epsilon=0.02`` ran at about 0.35x but lost 23 % EPE on the smallest (0.5 and 1 px)
-motions at 224 px, and was rejected.
+They chose ``TVL1Params.fast()`` (nscales 3, warps 3): no loss of accuracy at a lower time.
+A variant with ``epsilon=0.02`` was faster still but lost accuracy on the smallest (0.5 and
+1 px) motions at 224 px, and was rejected.
 """
 
 from __future__ import annotations

@@ -45,7 +45,8 @@ class TVL1Params:
     ``median_filtering``: kernel size of the median filter of the flow (OpenCV's default
     5); ``use_initial_flow``: start from the flow passed in.
 
-    :meth:`fast` is the preset chosen by measurement (see ``mer_keras.preprocess.bench``).
+    :meth:`fast` is the preset chosen by measurement (``mer_keras.preprocess.bench``; numbers in
+    docs/benchmarks.md, section "Pre-processing: TV-L1 settings").
     """
 
     tau: float = 0.25
@@ -87,12 +88,12 @@ class TVL1Params:
 
         Micro-expression motion between onset and apex is sub-pixel to a few pixels at the
         network input sizes (28-256 px), so the coarse levels of a 5-level pyramid (and
-        extra warps) add time but no accuracy. Measured with
+        extra warps) add time but no accuracy. Chosen with
         :func:`mer_keras.preprocess.bench.run_preprocess_bench` (real portrait warped by
-        known smooth fields with 0.5-3 px peaks, EPE inside the face): EPE ratio tuned /
-        default 0.91-1.04 per peak (mean 0.95 at 112 px, 1.00 at 224 px; EPE is deterministic)
-        at 0.57-0.84x the time (two runs on a loaded 2-core machine; ~0.6x when quieter). Also loosening ``epsilon`` to 0.02 gave about 0.35x the time but +23 % EPE
-        for the smallest motions at 224 px, so it is not part of the preset.
+        known smooth fields with 0.5-3 px peaks, EPE inside the face): about the default's
+        EPE at a clearly lower time. Loosening ``epsilon`` to 0.02 was faster still but less
+        accurate for the smallest motions at 224 px, so it is not part of the preset.
+        Measured numbers: docs/benchmarks.md, section "Pre-processing: TV-L1 settings" (``mer-keras bench preprocess``).
         """
         return cls(nscales=3, warps=3)
 

@@ -45,9 +45,10 @@ def resolve_recipe(recipe, seed=None, overrides: Mapping | None = None) -> Recip
     if seed is not None:
         overrides["seed"] = int(seed)
     if overrides:
-        unknown = set(overrides) - set(recipe.to_dict())
+        fields = recipe.settable_fields()
+        unknown = set(overrides) - fields
         if unknown:
-            raise TypeError(f"unknown recipe field(s) {sorted(unknown)}; fields: {sorted(recipe.to_dict())}")
+            raise TypeError(f"unknown recipe field(s) {sorted(unknown)}; fields: {sorted(fields)}")
         recipe = recipe.replace(**overrides)
     return recipe
 
@@ -170,13 +171,25 @@ def oversample(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, *, flip_u
 
 
 def build_model(recipe: Recipe, input_shape, n_classes: int):
-    """A fresh model from the recipe (``head="svm"`` for the multi-margin loss)."""
+    """A fresh model from the recipe (``head="svm"`` for the multi-margin loss; PyTorch's default
+    initialisation when ``recipe.init == "pytorch"``)."""
     from mer_keras.models import get
 
     kwargs = dict(recipe.model_kwargs)
     if recipe.loss == "multi_margin":
         kwargs.setdefault("head", "svm")
-    return get(recipe.model)(classes=n_classes, input_shape=tuple(input_shape), **kwargs)
+    model = get(recipe.model)(classes=n_classes, input_shape=tuple(input_shape), **kwargs)
+    if recipe.init == "pytorch":
+        from mer_keras.models.init import pytorch_default_init
+
+        pytorch_default_init(model)  # seeded through Python's random, which the fold's seed sets
+    return model
+
+
+def epoch_order(rng: np.random.Generator, n: int, shuffle: bool = True) -> np.ndarray:
+    """The order of one epoch's ``n`` training samples: a fresh permutation from ``rng`` when
+    ``shuffle`` (PyTorch ``DataLoader(shuffle=True)``), else ``0..n-1`` every epoch (no draw)."""
+    return rng.permutation(n) if shuffle else np.arange(n)
 
 
 def make_loss(recipe: Recipe, n_classes: int, *, per_sample: bool = False):

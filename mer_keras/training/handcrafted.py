@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from typing import Any
 
 import numpy as np
 
@@ -203,40 +204,58 @@ def select_c(dataset: LOSODataset, x: np.ndarray, fold: Fold, recipe: Handcrafte
     return float(recipe.svm_c_grid[best]), record
 
 
+def fit_handcrafted(dataset: LOSODataset, train_index, recipe: Recipe, fold_seed: int, *,
+                    test_index=()) -> tuple[Any, dict, dict]:
+    """Fit the linear SVM on the clips at ``train_index``: ``(model, history, info)``.
+
+    With ``recipe.svm_c_grid``, ``C`` is chosen on an inner split of the training subjects
+    (:func:`select_c`; ``test_index``, when given, is checked to share no subject with it).
+    ``history``: ``svm_c`` (the ``C`` used), ``train_accuracy`` and the grid record;
+    ``info``: sizes, the training classes, support vectors, fit time and seed.
+    """
+    recipe = _check_recipe(recipe)
+    x = np.asarray(dataset.x, dtype=np.float64).reshape(len(dataset), -1)
+    y = dataset.y
+    train = np.asarray(train_index, dtype=np.int64)
+    start = time.perf_counter()
+    history: dict = {}
+    c = float(recipe.svm_c)
+    if recipe.svm_c_grid is not None:
+        inner = Fold(name="fit", test_subject="", train_index=train, test_index=np.asarray(test_index, dtype=np.int64))
+        c, record = select_c(dataset, x, inner, recipe, fold_seed)
+        history.update(record)
+    model = fit_svm(x[train], y[train], c, recipe.svm_class_weight)
+    history.update(svm_c=c, train_accuracy=float(np.mean(model.predict(x[train]) == y[train])))
+    svm = getattr(model, "named_steps", {}).get("svm")
+    info = {"seed": int(fold_seed), "fit_s": round(time.perf_counter() - start, 3), "n_train": int(len(train)),
+            "n_features": int(x.shape[1]), "svm_c": c, "train_classes": [int(k) for k in model.classes_],
+            "n_support_vectors": None if svm is None else int(svm.n_support_.sum())}
+    return model, history, info
+
+
+def predict_handcrafted(model, dataset: LOSODataset, index) -> np.ndarray:
+    """``len(index) x K`` decision values of the clips at ``index`` (:func:`class_scores`)."""
+    x = np.asarray(dataset.x[np.asarray(index, dtype=np.int64)], dtype=np.float64).reshape(len(index), -1)
+    return class_scores(model, x, dataset.n_classes)
+
+
 def train_fold_handcrafted(dataset: LOSODataset, fold: Fold, recipe: Recipe, fold_seed: int, *, mixed: bool = False,
                            record_test_curve: bool = False, progress: bool = False, position: int = 1):
     """Fit the linear SVM on ``fold``'s training clips; return ``(None, test_scores, history, info)``.
 
     ``dataset`` is the feature dataset of :func:`handcrafted_inputs`. ``test_scores``:
-    ``len(fold.test_index) x K`` decision values (:func:`class_scores`). ``history``:
-    ``svm_c`` (the ``C`` used), ``train_accuracy`` and, with a grid, the inner-split
-    record (:func:`select_c`). ``info``: sizes, the training classes, support vectors,
-    fit time and seed. ``mixed``, ``progress`` and ``position`` are accepted for the
-    engine's signature and unused.
+    ``len(fold.test_index) x K`` decision values (:func:`class_scores`); ``history`` and
+    ``info`` as :func:`fit_handcrafted` gives them (``info`` with ``n_test``). ``mixed``,
+    ``progress`` and ``position`` are accepted for the engine's signature and unused.
     """
     recipe = _check_recipe(recipe)
     if record_test_curve:
         raise ValueError("record_test_curve is not available for handcrafted recipes (nothing is trained by epochs)")
     assert_subject_disjoint(dataset, fold.train_index, fold.test_index)
-    x = np.asarray(dataset.x, dtype=np.float64).reshape(len(dataset), -1)
-    y = dataset.y
-    train, test = np.asarray(fold.train_index), np.asarray(fold.test_index)
-    start = time.perf_counter()
-    history: dict = {}
-    c = float(recipe.svm_c)
-    if recipe.svm_c_grid is not None:
-        c, record = select_c(dataset, x, fold, recipe, fold_seed)
-        history.update(record)
-    model = fit_svm(x[train], y[train], c, recipe.svm_class_weight)
-    scores = class_scores(model, x[test], dataset.n_classes)
-    history.update(svm_c=c, train_accuracy=float(np.mean(model.predict(x[train]) == y[train])))
-    svm = getattr(model, "named_steps", {}).get("svm")
-    info = {"seed": int(fold_seed), "fit_s": round(time.perf_counter() - start, 3), "n_train": int(len(train)),
-            "n_test": int(len(test)), "n_features": int(x.shape[1]), "svm_c": c,
-            "train_classes": [int(k) for k in model.classes_],
-            "n_support_vectors": None if svm is None else int(svm.n_support_.sum())}
-    return None, scores, history, info
+    model, history, info = fit_handcrafted(dataset, fold.train_index, recipe, fold_seed, test_index=fold.test_index)
+    scores = predict_handcrafted(model, dataset, fold.test_index)
+    return None, scores, history, {**info, "n_test": int(len(fold.test_index))}
 
 
-__all__ = ["class_scores", "feature_dataset", "fit_svm", "handcrafted_inputs", "input_fingerprint", "linear_svm",
-           "load_input", "select_c", "train_fold_handcrafted"]
+__all__ = ["class_scores", "feature_dataset", "fit_handcrafted", "fit_svm", "handcrafted_inputs", "input_fingerprint",
+           "linear_svm", "load_input", "predict_handcrafted", "select_c", "train_fold_handcrafted"]

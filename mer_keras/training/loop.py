@@ -230,6 +230,21 @@ class EpochTimer(Hook):
         self.records.append(record)
 
 
+def schedule_hook(stage) -> Hook:
+    """The learning-rate hook of a recipe stage (:class:`~mer_keras.training.recipes.Stage`):
+    :class:`StepSchedule` for ``"constant"`` and ``"step"``, :class:`PlateauSchedule` for ``"plateau"``."""
+    schedule = dict(stage.schedule)
+    kind = schedule["kind"]
+    if kind == "constant":
+        return StepSchedule(stage.lr)
+    if kind == "step":
+        return StepSchedule(stage.lr, int(schedule["step"]), float(schedule["gamma"]))
+    if kind == "plateau":
+        return PlateauSchedule(stage.lr, tuple(schedule["monitor"]), schedule["factor"], schedule["patience"],
+                               schedule["min_delta"], schedule["min_lr"])
+    raise ValueError(f"unknown schedule kind {kind!r}")
+
+
 def run_epochs(train_epoch: Callable[[int, float], dict], epochs: int, hooks: Sequence[Hook], *,
                lr: float, label: str = "train") -> dict:
     """Train ``epochs`` epochs; returns the history ``{"loss": [...], "accuracy": [...], "lr": [...], ...}``.
@@ -255,5 +270,5 @@ def run_epochs(train_epoch: Callable[[int, float], dict], epochs: int, hooks: Se
     return history
 
 
-__all__ = ["EpochCallback", "EpochTimer", "Hook", "KeepBest", "PlateauSchedule", "Progress", "StepSchedule", "TestCurve", "Timing",
-           "Validation", "run_epochs"]
+__all__ = ["EpochCallback", "EpochTimer", "Hook", "KeepBest", "PlateauSchedule", "Progress", "StepSchedule", "TestCurve",
+           "Timing", "Validation", "run_epochs", "schedule_hook"]

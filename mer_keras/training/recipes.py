@@ -1,5 +1,14 @@
 """Training recipes: one frozen preset per paper, selected by name by the LOSO engine and the CLI.
 
+A recipe is a trainer kind (``"single"``, ``"two_stage"``, ``"transfer"``,
+``"handcrafted"``) plus its stage configurations (:class:`Stage`: optimiser, learning
+rate, schedule, epochs, batch size, loss, which epoch is kept, initial weights, batch
+order) and the kind's data settings. Presets are written that way
+(:meth:`Recipe.compose`); :meth:`Recipe.stages` gives the stages back and
+:meth:`Recipe.stage` the view one stage's loop reads. A recipe stores its values as flat
+fields so overrides (``replace(lr=...)``) and the run-config hash stay simple; the hash
+(:meth:`Recipe.config_dict`) covers every value that changes numbers and never the notes.
+
 A :class:`Recipe` fixes everything :func:`mer_keras.training.loso.run_loso` needs to train
 one fold: the model (registry name + builder keyword arguments), the input it reads from a
 prepared cache, the optimiser, learning-rate schedule, epochs, batch size, loss,
@@ -22,7 +31,7 @@ Presets (reference: the architectures notes of this project; papers and official
   :mod:`mer_keras.training.two_stage`): TV-L1 flow-image pre-training, then the aligned,
   masked onset..apex frames with the SVM head (Eq. 17). Its stated L2 scale 0.2 collapses
   training (the regulariser is hundreds of times the data loss and drives every frame to
-  one class; measured in :mod:`mer_keras.training.two_stage` and ``tests/test_two_stage.py``),
+  one class; measured in ``docs/benchmarks.md`` and ``tests/test_two_stage.py``),
   so ``"shufflenet_svm_corrected"`` is registered beside it with a documented smaller L2.
 * ``"mobilevit_transfer"`` -- MobileViT with macro-expression transfer (Liu et al. 2022,
   Front. Neurorobot.; ``trainer="transfer"``, run by :mod:`mer_keras.training.transfer`):
@@ -67,6 +76,11 @@ LOSSES = ("cross_entropy", "multi_margin")
 NORMALISATIONS = (None, "per_channel")
 CLASS_BALANCING = (None, "oversample")
 OPTIMIZERS = ("adam", "sgd")
+INITS = ("keras", "pytorch")
+"""Initial weights: the builders' Keras defaults, or PyTorch's (:func:`mer_keras.models.init.pytorch_default_init`)."""
+ORDER_FIELDS = {"init": "keras", "shuffle": True}
+"""Fields of the official loop beyond the optimiser, with their defaults; ``to_dict()`` holds them
+only when they differ, so a recipe that keeps the defaults keeps its run-config hash."""
 TRAINERS = ("single", "two_stage", "transfer", "handcrafted")
 HEAD_LOSS = {"svm": "multi_margin", "softmax": "cross_entropy"}
 """Stage-2 head of a two-stage recipe -> its loss (SVM head: Eq. 17 multi-margin; softmax: cross-entropy)."""
@@ -85,6 +99,55 @@ GRID_KEYS = ("batch_size", "lr", "epochs", "weight_decay")
 """Hyperparameters a transfer recipe's ``grid`` may search (``weight_decay`` = the model's L2 factor)."""
 QUICK_GRID_WEIGHT_DECAY = (1e-3, 1e-2)
 """Weight decays of the quick variant's grid (two trials: the paper's 0.01 and one step below)."""
+
+
+SCHEDULES = ("constant", "step", "plateau")
+STAGE_NAMES = {"single": ("train",), "two_stage": ("pretrain", "train"), "transfer": ("pretrain", "train"),
+               "handcrafted": ()}
+"""Stages each trainer kind runs, in order (a handcrafted recipe trains no network)."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One training stage of a recipe: what its epoch loop runs.
+
+    Attributes:
+        optimizer, lr, optimizer_kwargs: the stage's optimiser (``"adam"`` / ``"sgd"``),
+            initial learning rate and extra arguments.
+        epochs, batch_size, loss: length, mini-batch and loss (``"cross_entropy"`` /
+            ``"multi_margin"``).
+        schedule: ``{"kind": "constant"}``, ``{"kind": "step", "step": n, "gamma": g}``
+            (PyTorch ``StepLR``, stepped per epoch) or ``{"kind": "plateau", "monitor": [...],
+            "factor", "patience", "min_delta", "min_lr"}`` (Keras ``ReduceLROnPlateau``).
+        select: the model kept: ``"last"`` epoch, or ``"best_val_uf1"`` on an inner split of
+            the training subjects (never the test subject).
+        init: ``"keras"`` or ``"pytorch"`` initial weights (see :data:`INITS`).
+        shuffle: a fresh seeded permutation every epoch, or the dataset's order.
+    """
+
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    optimizer_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    epochs: int = 1
+    batch_size: int = 64
+    loss: str = "cross_entropy"
+    schedule: Mapping[str, Any] = field(default_factory=lambda: {"kind": "constant"})
+    select: str = "last"
+    init: str = "keras"
+    shuffle: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "optimizer_kwargs", dict(self.optimizer_kwargs))
+        schedule = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dict(self.schedule).items()}
+        object.__setattr__(self, "schedule", schedule)
+        if schedule.get("kind") not in SCHEDULES:
+            raise ValueError(f"stage schedule kind must be one of {SCHEDULES}, got {schedule.get('kind')!r}")
+        if self.select not in ("last", "best_val_uf1"):
+            raise ValueError(f"stage select must be 'last' or 'best_val_uf1', got {self.select!r}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self) | {"optimizer_kwargs": dict(self.optimizer_kwargs),
+                                           "schedule": dict(self.schedule)}
 
 
 @dataclass(frozen=True)
@@ -113,6 +176,12 @@ class Recipe:
             samples topped up with horizontally flipped copies, training only).
         seed: base seed; each fold's seed is derived from it and the fold name.
         mixed_precision: use ``mixed_float16`` when training on a GPU.
+        init: initial weights, ``"keras"`` (the builders' glorot/zeros) or ``"pytorch"``
+            (PyTorch's ``kaiming_uniform(a=sqrt(5))`` weights and ``U(+-1/sqrt(fan_in))``
+            biases, for recipes that reproduce an official PyTorch code).
+        shuffle: a new seeded permutation of the training samples every epoch (PyTorch
+            ``DataLoader(shuffle=True)``); ``False`` keeps the dataset order in every epoch,
+            as the original STSTNet code does.
         notes: how every value was chosen (paper, official code, or an open choice).
 
     Two-stage fields (``trainer="two_stage"``, :mod:`mer_keras.training.two_stage`; the
@@ -190,6 +259,8 @@ class Recipe:
     max_shift: int = 4
     jitter_prob: float = 0.3
     jitter_max: int = 20
+    init: str = "keras"
+    shuffle: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model_kwargs", dict(self.model_kwargs))
@@ -220,6 +291,8 @@ class Recipe:
             (0.0 <= self.label_smoothing < 1.0, f"label_smoothing must be in [0, 1), got {self.label_smoothing}"),
             (len(self.input_size) == 3, f"input_size must be (H, W, C), got {self.input_size}"),
             (self.trainer in TRAINERS, f"trainer must be one of {TRAINERS}, got {self.trainer!r}"),
+            (self.init in INITS, f"init must be one of {INITS}, got {self.init!r}"),
+            (isinstance(self.shuffle, bool), f"shuffle must be True or False, got {self.shuffle!r}"),
             ((self.trainer == "handcrafted") == isinstance(self, HandcraftedRecipe),
              "trainer 'handcrafted' is the trainer of HandcraftedRecipe (features + linear SVM) and only of it"),
         ]
@@ -301,6 +374,106 @@ class Recipe:
             return float(self.lr)
         return float(self.lr * self.lr_gamma ** (int(epoch) // int(self.lr_step)))
 
+    # -- composed view: a trainer kind plus its stages
+
+    def stages(self) -> dict[str, Stage]:
+        """The recipe as stage configurations, in training order (:data:`STAGE_NAMES`).
+
+        ``"train"`` is the stage whose model is evaluated (the only stage of a single-stage
+        recipe; stage 2 of a two-stage or transfer recipe). ``"pretrain"`` (two-stage flow
+        pre-training, transfer macro-expression pre-training) is listed when ``pretrain`` is
+        on; its model is the one with the best validation UF1 on an inner subject split.
+        """
+        if self.trainer == "handcrafted":
+            return {}
+        if self.trainer == "two_stage":
+            schedule = {"kind": "plateau", "monitor": list(self.plateau_monitor), "factor": self.plateau_factor,
+                        "patience": self.plateau_patience, "min_delta": self.plateau_min_delta,
+                        "min_lr": self.plateau_min_lr}
+        elif self.lr_step is None:
+            schedule = {"kind": "constant"}
+        else:
+            schedule = {"kind": "step", "step": int(self.lr_step), "gamma": float(self.lr_gamma)}
+        train = Stage(optimizer=self.optimizer, lr=self.lr, optimizer_kwargs=self.optimizer_kwargs, epochs=self.epochs,
+                      batch_size=self.batch_size, loss=self.loss, schedule=schedule, init=self.init,
+                      shuffle=self.shuffle)
+        if not self.pretrain or self.trainer == "single":
+            return {"train": train}
+        pre = self.stage("pretrain")
+        pretrain = Stage(optimizer=pre.optimizer, lr=pre.lr, optimizer_kwargs=pre.optimizer_kwargs,
+                         epochs=self.pretrain_epochs, batch_size=pre.batch_size, loss="cross_entropy",
+                         select="best_val_uf1", init=self.init, shuffle=self.shuffle)
+        return {"pretrain": pretrain, "train": train}
+
+    def stage(self, name: str) -> "Recipe":
+        """The recipe as one stage's loop reads it: ``optimizer``, ``lr``, ``batch_size``, ``epochs``,
+        ``loss`` and the head of stage ``name`` (``"train"`` is the recipe itself)."""
+        if name == "train":
+            return self
+        if name != "pretrain" or self.trainer not in ("two_stage", "transfer"):
+            raise ValueError(f"recipe {self.name!r} ({self.trainer}) has no stage {name!r}; "
+                             f"its stages: {list(STAGE_NAMES[self.trainer])}")
+        if self.trainer == "two_stage":  # the stage-2 optimiser, constant lr, softmax + cross-entropy
+            return self.replace(head="softmax", lr=self.pretrain_lr, lr_step=None, batch_size=self.pretrain_batch_size,
+                                epochs=self.pretrain_epochs, label_smoothing=0.0)
+        return self.replace(head="softmax", optimizer=self.pretrain_optimizer,
+                            optimizer_kwargs=self.pretrain_optimizer_kwargs, lr=self.pretrain_lr, lr_step=None,
+                            batch_size=self.pretrain_batch_size, epochs=self.pretrain_epochs, unfreeze_fraction=0.0)
+
+    @classmethod
+    def compose(cls, *, name: str, paper: str, model: str, stages: Mapping[str, Stage], trainer: str = "single",
+                **fields) -> "Recipe":
+        """A recipe from a trainer kind and its stage configurations (the inverse of :meth:`stages`).
+
+        ``stages`` must name exactly the kind's stages (:data:`STAGE_NAMES`; a two-stage or
+        transfer recipe without ``"pretrain"`` trains stage 2 from scratch). ``fields`` are
+        the kind's other settings (input, normalisation, ``val_fraction``, ``flip_classes``,
+        ``grid``, ...). Stages must agree where the kind shares a setting: two-stage
+        pre-training uses stage 2's optimiser; both stages share ``init`` and ``shuffle``.
+        """
+        allowed = STAGE_NAMES.get(trainer)
+        if allowed is None:
+            raise ValueError(f"trainer must be one of {TRAINERS}, got {trainer!r}")
+        if "train" not in stages or not set(stages) <= set(allowed):
+            raise ValueError(f"a {trainer!r} recipe has the stages {list(allowed)} ('pretrain' optional), "
+                             f"got {list(stages)}")
+        clash = set(fields) & {f.name for f in dataclasses.fields(Stage)} - {"select"}
+        if clash:
+            raise ValueError(f"{sorted(clash)} belong to a stage; set them in stages=")
+        train = stages["train"]
+        values = dict(optimizer=train.optimizer, lr=train.lr, optimizer_kwargs=train.optimizer_kwargs,
+                      epochs=train.epochs, batch_size=train.batch_size, loss=train.loss, init=train.init,
+                      shuffle=train.shuffle)
+        schedule = dict(train.schedule)
+        if schedule["kind"] == "step":
+            values.update(lr_step=int(schedule["step"]), lr_gamma=float(schedule["gamma"]))
+        elif schedule["kind"] == "plateau":
+            if trainer != "two_stage":
+                raise ValueError(f"a plateau schedule is run by the two-stage trainer only, not {trainer!r}")
+            values.update(plateau_monitor=tuple(schedule["monitor"]), plateau_factor=schedule["factor"],
+                          plateau_patience=schedule["patience"], plateau_min_delta=schedule["min_delta"],
+                          plateau_min_lr=schedule["min_lr"])
+        if trainer in ("two_stage", "transfer"):
+            values["backbone"] = model
+            pre = stages.get("pretrain")
+            values["pretrain"] = pre is not None
+            if pre is not None:
+                values.update(pretrain_epochs=pre.epochs, pretrain_batch_size=pre.batch_size, pretrain_lr=pre.lr)
+                if trainer == "transfer":
+                    values.update(pretrain_optimizer=pre.optimizer, pretrain_optimizer_kwargs=pre.optimizer_kwargs)
+        recipe = cls(name=name, paper=paper, model=model, trainer=trainer, **values, **fields)
+        if recipe.stages() != {k: stages[k] for k in recipe.stages()}:
+            got = {k: v.to_dict() for k, v in recipe.stages().items()}
+            raise ValueError(f"recipe {name!r}: these stages cannot be expressed by a {trainer!r} trainer "
+                             f"(it would run {got})")
+        return recipe
+
+    def settable_fields(self) -> set[str]:
+        """Field names an override may set on this recipe: those of :meth:`to_dict` plus the
+        official-loop switches of :data:`ORDER_FIELDS` (left out of ``to_dict()`` at their defaults)."""
+        fields = set(self.to_dict())
+        return fields if self.trainer == "handcrafted" else fields | set(ORDER_FIELDS)
+
     def config_dict(self) -> dict:
         """:meth:`to_dict` without ``notes``: what a run's config hash covers (prose never changes numbers)."""
         out = self.to_dict()
@@ -312,6 +485,9 @@ class Recipe:
         out = dataclasses.asdict(self)
         out["input_size"] = list(self.input_size)
         out["notes"] = list(self.notes)
+        for key, default in ORDER_FIELDS.items():
+            if out[key] == default:
+                del out[key]
         if self.trainer == "two_stage":
             out["flip_classes"] = list(self.flip_classes)
             out["plateau_monitor"] = list(self.plateau_monitor)
@@ -453,14 +629,9 @@ def _finite_number(value) -> bool:
 _OFF_TANET_TRAINING = dict(
     input="flow_stack",
     input_size=(112, 112, 3),
-    optimizer="adam",
-    lr=1e-3,
-    optimizer_kwargs=dict(epsilon=1e-8),
-    lr_step=60,
-    lr_gamma=0.3,
-    epochs=201,
-    batch_size=64,
-    loss="cross_entropy",
+    stages={"train": Stage(optimizer="adam", lr=1e-3, optimizer_kwargs=dict(epsilon=1e-8), epochs=201, batch_size=64,
+                           loss="cross_entropy", schedule={"kind": "step", "step": 60, "gamma": 0.3},
+                           init="pytorch")},
 )
 
 _OFF_TANET_NOTES = (
@@ -474,23 +645,20 @@ _OFF_TANET_NOTES = (
     "Evaluation: the model after the last epoch on the left-out (dataset, subject); 49 folds; the "
     "papers' UF1/UAR are means of per-subject scores (report: *_subject_mean).",
     "Shuffling each epoch (PyTorch DataLoader shuffle=True); the last partial batch is kept (drop_last=False).",
+    "Initial weights: PyTorch's defaults (the official model is PyTorch): kaiming_uniform(a=sqrt(5)) kernels and "
+    "U(+-1/sqrt(fan_in)) biases for every convolution, linear layer and attention projection (init='pytorch').",
 )
 
 _PRESETS: dict[str, Recipe] = {
-    "ststnet": Recipe(
+    "ststnet": Recipe.compose(
         name="ststnet",
         paper="ststnet_original_code",
         model="ststnet",
-        model_kwargs=dict(variant="original"),
+        model_kwargs=dict(variant="original", fuse_streams=True, fuse_bn_pool=True),
         input="flow_image",
         input_size=(28, 28, 3),
-        optimizer="adam",
-        lr=5e-5,
-        optimizer_kwargs=dict(epsilon=1e-8),
-        lr_step=None,
-        epochs=800,
-        batch_size=256,
-        loss="cross_entropy",
+        stages={"train": Stage(optimizer="adam", lr=5e-5, optimizer_kwargs=dict(epsilon=1e-8), epochs=800,
+                               batch_size=256, loss="cross_entropy", init="pytorch", shuffle=False)},
         notes=(
             "Adam lr 5e-5, batch 256, 800 epochs, cross-entropy, constant lr, last epoch evaluated: the "
             "original STSTNet code.",
@@ -498,12 +666,15 @@ _PRESETS: dict[str, Recipe] = {
             "Input: 28x28x3 (u, v, strain) images with pixel values 0..255 as the code reads them with "
             "cv2.imread, i.e. the cache's uint8 'flow_image' (prepare preset 'ststnet') or the MEGC2019 "
             "folders; fed unscaled (no normalisation), as in the code.",
-            "Model: the original code's network (variant='original', 1,683 parameters, dropout 0.5).",
-            "No augmentation and no class balancing (none in the code); shuffled batches, last partial "
-            "batch kept.",
+            "Model: the original code's network (variant='original', 1,683 parameters, dropout 0.5), its three "
+            "parallel streams computed as one 16-filter stream and BN behind the max-pool (fuse_streams, "
+            "fuse_bn_pool: the same function and gradients, faster; copy_stream_weights maps conv1..3 / bn1..3).",
+            "No augmentation and no class balancing (none in the code); the code does not shuffle: every "
+            "epoch sees the training samples in the dataset's order (shuffle=False), last partial batch kept.",
+            "Initial weights: PyTorch's defaults, as the released PyTorch code starts from (init='pytorch').",
         ),
     ),
-    "off_tanet": Recipe(
+    "off_tanet": Recipe.compose(
         name="off_tanet",
         paper="off_tanet_official_code",
         model="off_tanet",
@@ -511,7 +682,7 @@ _PRESETS: dict[str, Recipe] = {
         notes=_OFF_TANET_NOTES,
         **_OFF_TANET_TRAINING,
     ),
-    "arfnet": Recipe(
+    "arfnet": Recipe.compose(
         name="arfnet",
         paper="arfnet_2022",
         model="arfnet",
@@ -526,27 +697,18 @@ _PRESETS: dict[str, Recipe] = {
 _SHUFFLENET_SVM_TRAINING = dict(
     trainer="two_stage",
     model="shufflenet_v2",
-    backbone="shufflenet_v2",
     input="frames",
     input_size=(224, 224, 3),
-    optimizer="adam",
-    lr=1e-3,
-    lr_step=None,
-    epochs=30,
-    batch_size=32,
     head="svm",
-    loss="multi_margin",
-    pretrain=True,
-    pretrain_epochs=100,
-    pretrain_batch_size=32,
-    pretrain_lr=1e-3,
+    stages={
+        "pretrain": Stage(optimizer="adam", lr=1e-3, epochs=100, batch_size=32, loss="cross_entropy",
+                          select="best_val_uf1"),
+        "train": Stage(optimizer="adam", lr=1e-3, epochs=30, batch_size=32, loss="multi_margin",
+                       schedule={"kind": "plateau", "monitor": ["loss", "accuracy"], "factor": 0.1, "patience": 10,
+                                 "min_delta": 1e-4, "min_lr": 0.0}),
+    },
     val_fraction=0.2,
     flip_classes=("positive", "surprise"),
-    plateau_monitor=("loss", "accuracy"),
-    plateau_factor=0.1,
-    plateau_patience=10,
-    plateau_min_delta=1e-4,
-    plateau_min_lr=0.0,
 )
 
 _SHUFFLENET_SVM_NOTES = (
@@ -591,7 +753,7 @@ for _name, _attention, _label in (("shufflenet_svm", None, "ShuffleNetV2"),
     _kwargs = dict(activation="leaky_relu", l2=0.2, dropout=0.5, width_multiplier=1.0)
     if _attention:
         _kwargs["attention"] = _attention
-    _PRESETS[_name] = Recipe(
+    _PRESETS[_name] = Recipe.compose(
         name=_name, paper="shufflenet_v2_svm_2022", model_kwargs=_kwargs,
         notes=(f"{_label} (Table 2 row), paper L2 0.2 kept as stated.", *_SHUFFLENET_SVM_NOTES, *_L2_FINDING),
         **_SHUFFLENET_SVM_TRAINING)
@@ -599,7 +761,7 @@ for _name, _attention, _label in (("shufflenet_svm", None, "ShuffleNetV2"),
 CORRECTED_L2 = 5e-4
 """L2 factor of ``"shufflenet_svm_corrected"`` (per kernel, Keras ``L2`` semantics); see its notes."""
 
-_PRESETS["shufflenet_svm_corrected"] = Recipe(
+_PRESETS["shufflenet_svm_corrected"] = Recipe.compose(
     name="shufflenet_svm_corrected", paper="shufflenet_v2_svm_2022",
     model_kwargs=dict(activation="leaky_relu", l2=CORRECTED_L2, dropout=0.5, width_multiplier=1.0),
     notes=("Corrected preset, NOT the paper's value: 'shufflenet_svm' with L2 5e-4 per kernel (Keras L2 "
@@ -652,28 +814,20 @@ _MOBILEVIT_TRANSFER_NOTES = (
     "input_size=64 with a cache prepared at 64 px for CPU runs (not a paper setting).",
 )
 
-_PRESETS["mobilevit_transfer"] = Recipe(
+_PRESETS["mobilevit_transfer"] = Recipe.compose(
     name="mobilevit_transfer",
     paper="mobilevit_macro_transfer_2022",
     model="mobilevit_s",
-    backbone="mobilevit_s",
     model_kwargs=dict(l2=0.01, dropout=0.5),
     trainer="transfer",
     input="apex",
     input_size=(256, 256, 3),
-    optimizer="adam",
-    lr=0.007,
-    lr_step=None,
-    epochs=100,
-    batch_size=64,
     head="svm",
-    loss="multi_margin",
-    pretrain=True,
-    pretrain_epochs=100,
-    pretrain_batch_size=32,
-    pretrain_lr=0.01,
-    pretrain_optimizer="sgd",
-    pretrain_optimizer_kwargs=dict(momentum=0.9),
+    stages={
+        "pretrain": Stage(optimizer="sgd", lr=0.01, optimizer_kwargs=dict(momentum=0.9), epochs=100, batch_size=32,
+                          loss="cross_entropy", select="best_val_uf1"),
+        "train": Stage(optimizer="adam", lr=0.007, epochs=100, batch_size=64, loss="multi_margin"),
+    },
     val_fraction=0.2,
     grid=dict(batch_size=(32, 64), lr=(0.001, 0.007, 0.01), epochs=(50, 100), weight_decay=(1e-4, 1e-3, 1e-2, 1e-1)),
     unfreeze_fraction=0.5,

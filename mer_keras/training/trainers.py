@@ -31,10 +31,10 @@ import numpy as np
 from . import backends
 from .datasets import LOSODataset
 from .engine import (apply_normalisation, as_dataset, build_model, check_input_shape, dataset_fingerprint,
-                     fit_normalisation, flip_copies, make_loss, make_optimizer, oversample, oversample_extra,
+                     epoch_order, fit_normalisation, flip_copies, make_loss, make_optimizer, oversample, oversample_extra,
                      test_curve_point)
 from .folds import Fold, assert_subject_disjoint
-from .loop import Progress, StepSchedule, TestCurve, Timing, run_epochs
+from .loop import Progress, TestCurve, Timing, run_epochs, schedule_hook
 from .recipes import Recipe
 
 _REGISTRY: dict[str, type] = {}
@@ -209,7 +209,7 @@ class SingleStageTrainer(Trainer):
     def _hooks(self, name: str, position: int, curve=None) -> tuple[list, Timing]:
         recipe = self.recipe
         timing = Timing()
-        hooks = [StepSchedule(recipe.lr, recipe.lr_step, recipe.lr_gamma), timing,
+        hooks = [schedule_hook(recipe.stages()["train"]), timing,
                  Progress(recipe.epochs, f"  {name}", enabled=self.progress, position=position)]
         if curve is not None:
             hooks.append(TestCurve(curve))
@@ -243,7 +243,7 @@ class SingleStageTrainer(Trainer):
         n = len(y_train)
 
         def epoch(_, lr):
-            loss, acc = trainer.train_epoch(rng.permutation(n), lr)
+            loss, acc = trainer.train_epoch(epoch_order(rng, n, recipe.shuffle), lr)
             return {"loss": loss, "accuracy": acc}
 
         history = run_epochs(epoch, recipe.epochs, hooks, lr=recipe.lr)
@@ -268,7 +268,7 @@ class SingleStageTrainer(Trainer):
         hooks, timing = self._hooks(name, position, curve)
 
         def epoch(_, lr):
-            idx, mask = program.batches(rows[rng.permutation(len(rows))], steps)
+            idx, mask = program.batches(rows[epoch_order(rng, len(rows), recipe.shuffle)], steps)
             state[0], loss, acc = program.epoch(state[0], lr, idx, mask, mean, std)
             return {"loss": loss, "accuracy": acc}
 
@@ -316,7 +316,7 @@ class SingleStageTrainer(Trainer):
         std = np.stack([p["norm"][1] for p in plans])
         label = f"  {k} folds ({plans[0]['fold'].name}..{plans[-1]['fold'].name})"
         timing = Timing()
-        hooks = [StepSchedule(recipe.lr, recipe.lr_step, recipe.lr_gamma), timing,
+        hooks = [schedule_hook(recipe.stages()["train"]), timing,
                  Progress(recipe.epochs, label, enabled=self.progress, position=position), *self.hooks]
         if self.record_test_curve:
             curves = [(apply_normalisation(data.x[p["fold"].test_index], p["stats"]), data.y[p["fold"].test_index])
@@ -330,7 +330,8 @@ class SingleStageTrainer(Trainer):
             hooks.append(TestCurve(point))
 
         def epoch(_, lr):
-            batches = [program.batches(p["rows"][p["rng"].permutation(len(p["rows"]))], steps) for p in plans]
+            batches = [program.batches(p["rows"][epoch_order(p["rng"], len(p["rows"]), recipe.shuffle)], steps)
+                       for p in plans]
             idx = np.stack([b[0] for b in batches])
             mask = np.stack([b[1] for b in batches])
             state[0], loss, acc = program.vectorised_epoch(state[0], lr, idx, mask, mean, std)
@@ -404,13 +405,32 @@ def _fold_value(value, i: int):
 # ----------------------------------------------------------------------------- multi-stage kinds
 
 
+NO_TEST_SUBJECT = "(no test subject)"
+"""``test_subject`` of the fold :meth:`MultiStageTrainer.fit` runs: training subjects only, nothing scored."""
+
+
 class MultiStageTrainer(Trainer):
     """A kind whose fold is its own module's fold function (two-stage, transfer, handcrafted).
 
     ``prepare`` calls the kind's ``*_inputs`` function once (data, fingerprint and fold
-    function); ``fit_predict`` runs that fold function. Fitting without a test subject
-    (``fit``) is the kind's own (``mer_keras.inference.fit``).
+    function, whose ``extras["predict"](model, index)`` scores clips with a fitted model);
+    ``fit_predict`` runs that fold function. ``fit`` runs it on a fold with no test clip
+    (every selection the kind makes -- pre-training epoch, grid -- stays on inner splits of
+    the training subjects) and ``predict`` scores any clips with the fitted model.
     """
+
+    def fit(self, prepared: Prepared, train_index, seed: int, *, mixed: bool = False, curve_index=None,
+            position: int = 1, name: str = "fold") -> Fitted:
+        if curve_index is not None:
+            raise ValueError(f"a test curve is not available for {self.kind} recipes")
+        fold = Fold(name=name, test_subject=NO_TEST_SUBJECT, train_index=np.asarray(train_index, dtype=np.int64),
+                    test_index=np.empty(0, dtype=np.int64))
+        model, _, history, info = prepared.extras["fold_fn"](prepared.data, fold, self.recipe, seed, mixed=mixed,
+                                                             progress=self.progress, position=position)
+        return Fitted(model, history, {k: v for k, v in info.items() if not k.startswith("n_test")})
+
+    def predict(self, fitted: Fitted, prepared: Prepared, index) -> np.ndarray:
+        return prepared.extras["predict"](fitted.model, np.asarray(index, dtype=np.int64))
 
     def _inputs(self, data):
         raise NotImplementedError
@@ -473,6 +493,20 @@ class HandcraftedTrainer(MultiStageTrainer):
 
         return handcrafted_inputs(data, self.recipe, progress=self.progress, record_test_curve=self.record_test_curve)
 
+    def fit(self, prepared: Prepared, train_index, seed: int, *, mixed: bool = False, curve_index=None,
+            position: int = 1, name: str = "fold") -> Fitted:
+        from .handcrafted import fit_handcrafted
 
-__all__ = ["FoldFunction", "Fitted", "MultiStageTrainer", "Prepared", "SingleStageTrainer", "Trainer", "get_trainer",
+        if curve_index is not None:
+            raise ValueError("a test curve is not available for handcrafted recipes (nothing is trained by epochs)")
+        model, history, info = fit_handcrafted(prepared.data, train_index, self.recipe, seed)
+        return Fitted(model, history, info)
+
+    def predict(self, fitted: Fitted, prepared: Prepared, index) -> np.ndarray:
+        from .handcrafted import predict_handcrafted
+
+        return predict_handcrafted(fitted.model, prepared.data, index)
+
+
+__all__ = ["NO_TEST_SUBJECT", "FoldFunction", "Fitted", "MultiStageTrainer", "Prepared", "SingleStageTrainer", "Trainer", "get_trainer",
            "register_trainer", "trainer_kinds"]

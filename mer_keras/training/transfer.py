@@ -74,8 +74,8 @@ BatchNorm moving statistics are restored after every epoch; its BatchNorm normal
 batch statistics in training steps. That is what ``trainable=False`` did in Keras 2.2.4,
 the library the paper used (Keras >= 2.3 / TF 2 switched frozen BatchNorm to inference
 mode). One compiled epoch function serves every phase (the freeze mask is a variable):
-tracing the MobileViT training step costs 20-25 s of a loaded 2-core CPU (measured with
-MobileViT-XXS at 64 px), a retrace per phase would cost that five more times.
+tracing the MobileViT training step is slow, and a retrace per phase would pay it five more
+times (measured trace time: docs/benchmarks.md, section "Transfer tracing cost").
 
 Augmentation (paper, "Pre-processing" and "Transfer Learning of Macro-Expressions"), in
 both stages, training images only: the classes are balanced up to the largest one by
@@ -105,9 +105,10 @@ the recipe's values (batch 64, lr 0.007, ``epochs``, ``model_kwargs["l2"]``).
 Execution. Each training run uses the engine's style of loop (in-memory arrays, one
 ``tf.function`` per epoch over mini-batches of a seeded permutation, last partial batch
 kept). Runs with fewer than :data:`COMPILE_MIN_STEPS` optimiser steps run eagerly
-instead: an eager MobileViT-XXS step at 64 px took 1.5 s against 0.15 s compiled plus a
-22-25 s trace (loaded 2-core CPU), so compiling pays off above about 20 steps; paper-sized
-runs (hundreds of steps) are always compiled.
+instead: an eager step is much slower than a compiled one, but tracing costs many eager
+steps, so compiling pays off only for longer runs (measured step and trace times:
+docs/benchmarks.md, section "Transfer tracing cost"); paper-sized runs (hundreds of steps)
+are always compiled.
 """
 
 from __future__ import annotations
@@ -405,6 +406,8 @@ class _Loop:
 def _predict(model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
     import tensorflow as tf
 
+    if len(x) == 0:
+        return np.zeros((0, int(model.output_shape[-1])))
     return np.concatenate([np.asarray(tf.cast(model(x[i: i + batch_size], training=False), tf.float32), np.float64)
                            for i in range(0, len(x), batch_size)])
 
@@ -465,9 +468,7 @@ def fine_tune(model, stage: Recipe, x: np.ndarray, y: np.ndarray, n_classes: int
 
 def _stage1_recipe(recipe: Recipe) -> Recipe:
     """Stage-1 training settings: softmax head, the ``pretrain_*`` optimiser, no unfreezing."""
-    return recipe.replace(head="softmax", optimizer=recipe.pretrain_optimizer,
-                          optimizer_kwargs=recipe.pretrain_optimizer_kwargs, lr=recipe.pretrain_lr, lr_step=None,
-                          batch_size=recipe.pretrain_batch_size, epochs=recipe.pretrain_epochs, unfreeze_fraction=0.0)
+    return recipe.stage("pretrain")
 
 
 def stage1_config(macro: LOSODataset, recipe: Recipe, *, mixed: bool = False, fingerprint: dict | None = None) -> dict:
@@ -738,4 +739,5 @@ def transfer_inputs(data, recipe: Recipe, *, out_dir=None, progress: bool = Fals
                                          "best_epoch": stage1["info"]["best_epoch"]}
         return model, scores, history, history["info"]
 
+    fold_fn.extras = {"predict": lambda model, index: _predict(model, micro.x[np.asarray(index, dtype=np.int64)])}
     return micro, fingerprint, fold_fn

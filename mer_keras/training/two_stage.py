@@ -56,24 +56,20 @@ buffer (:func:`stage2_pool`) with all clips' frames followed by the mirrored fra
 rows (:func:`stage2_rows`: the same samples, in the same order, as
 :func:`stage2_training_set`; the test subject's rows are in the buffer but never among
 them, checked), so no per-fold copy is made. Before, each fold concatenated the frames and
-their mirrored copies into a new array (0.88 GB at 224 px on the MEGC-sized benchmark, about
-2 GB transient) and ``tf.constant`` copied it again; the measured peaks are in
-:mod:`mer_keras.training.bench_fold`.
+their mirrored copies into a new array and ``tf.constant`` copied it again. Measured peaks:
+docs/benchmarks.md, section "Memory of one ShuffleNetV2-SVM fold at 224 px" (``mer-keras bench fold``).
 
 L2 = 0.2 (paper, Experiments: "L2 regularization at a scale of 0.2") collapses training.
-Keras' ``L2(0.2)`` adds ``0.2 * sum(w**2)`` per kernel: 1045 for ShuffleNetV2 1.0x at
-initialisation against a hinge loss of 0.667 (683x at 0.5x). Measured with :func:`loss_terms`
-on the synthetic 9-subject composite (48 px, 0.5x, LeakyReLU, dropout 0.5, SVM head, one
-fold, no pre-training, 30 epochs): with 0.2 every training frame is predicted as one class
-in 20 of 30 epochs and training accuracy stays at the majority share (final 0.50; the L2
-term is still 11x the hinge loss at the end); with 5e-4 training accuracy reaches 0.83 at
-epoch 6 and 1.00 at the end. Adam normalises the update per weight, so the weights the data
-barely moves are driven by the regulariser, shrinking at about the learning rate per step.
-The global gradient norms are of the same order at initialisation (L2 / hinge 0.5-0.8 at
-48 px; BatchNorm makes the convolutions scale-invariant), so the damage is done through the
-loss landscape over many steps rather than visible in one gradient. ``"shufflenet_svm"``
-keeps 0.2 (the paper's value); ``"shufflenet_svm_corrected"`` uses 5e-4 (recipe notes hold
-the full numbers).
+Keras' ``L2(0.2)`` adds ``0.2 * sum(w**2)`` per kernel, far more than the hinge loss at
+initialisation; with it training predicts every frame as one class and stays at the majority
+share, with 5e-4 it learns the training frames. Measured with :func:`loss_terms`:
+docs/benchmarks.md, section "Two-stage: L2 = 0.2 against the hinge loss". Adam normalises the
+update per weight, so the weights the data barely moves are driven by the regulariser,
+shrinking at about the learning rate per step. The global gradient norms are of the same
+order at initialisation (BatchNorm makes the convolutions scale-invariant), so the damage is
+done through the loss landscape over many steps rather than visible in one gradient.
+``"shufflenet_svm"`` keeps 0.2 (the paper's value); ``"shufflenet_svm_corrected"`` uses 5e-4
+(recipe notes hold the full numbers).
 """
 
 from __future__ import annotations
@@ -89,12 +85,14 @@ import numpy as np
 from .datasets import LOSODataset, aligned_empty, clip_scores
 from .folds import Fold, assert_subject_disjoint, balanced_indices, inner_split
 from . import backends
-from .engine import dataset_fingerprint, make_loss, make_optimizer, seed_for, validation_uf1
-from .loop import Hook, KeepBest, PlateauSchedule, Progress, StepSchedule, Timing, Validation, run_epochs
+from .engine import dataset_fingerprint, epoch_order, make_loss, make_optimizer, seed_for, validation_uf1
+from .loop import (Hook, KeepBest, PlateauSchedule, Progress, StepSchedule, Timing, Validation, run_epochs,
+                   schedule_hook)
 from .recipes import Recipe
 
 __all__ = [
-    "PlateauSchedule", "build_stage2", "build_two_stage_model", "load_two_stage_data", "loss_terms",
+    "PlateauSchedule", "build_stage2", "build_two_stage_model", "frame_clip_scores", "load_two_stage_data",
+    "loss_terms", "model_predict",
     "pooled_frames", "pretrain_fold", "stage2_pool", "stage2_rows", "stage2_training_set", "train_fold_two_stage",
     "two_stage_fingerprint", "two_stage_inputs",
 ]
@@ -271,6 +269,10 @@ def build_two_stage_model(recipe: Recipe, data_shape, n_classes: int, *, head: s
     built = builder(classes=int(n_classes), input_tensor=x, input_shape=tuple(x.shape[1:]), head=head, **kwargs)
     model = keras.Model(inp, built.outputs[0], name=built.name)  # single (not list) input: no structure warning
     model.two_stage_dropped_kwargs = dropped
+    if recipe.init == "pytorch":
+        from mer_keras.models.init import pytorch_default_init
+
+        pytorch_default_init(model)
     return model
 
 
@@ -371,8 +373,7 @@ def pretrain_fold(flow: LOSODataset, fold: Fold, recipe: Recipe, fold_seed: int,
 
     x_fit, y_fit = flow.x[fit], flow.y[fit]
     x_val, y_val = flow.x[val], flow.y[val]
-    stage = recipe.replace(head="softmax", lr=recipe.pretrain_lr, lr_step=None, batch_size=recipe.pretrain_batch_size,
-                           label_smoothing=0.0)
+    stage = recipe.stage("pretrain")  # the stage-2 optimiser at pretrain_lr, constant; softmax + cross-entropy
     model = build_two_stage_model(stage, flow.sample_shape, flow.n_classes, head="softmax", dtype=str(flow.x.dtype))
     trainer = backends.fold_trainer(model, make_optimizer(stage), make_loss(stage, flow.n_classes), x_fit, y_fit,
                                      stage.batch_size, mixed=mixed)
@@ -452,15 +453,14 @@ def train_fold_two_stage(flow: LOSODataset, frames: LOSODataset, fold: Fold, rec
     gc.collect()  # the stage-1 model, trainer and traced loop form reference cycles: free them before stage 2
     trainer = backends.fold_trainer(model, make_optimizer(recipe), make_loss(recipe, frames.n_classes), pool["x"],
                                      pool["y"], recipe.batch_size, mixed=mixed)
-    schedule = PlateauSchedule(recipe.lr, recipe.plateau_monitor, recipe.plateau_factor, recipe.plateau_patience,
-                               recipe.plateau_min_delta, recipe.plateau_min_lr)
+    schedule = schedule_hook(recipe.stages()["train"])  # reduce on plateau of the training loss / accuracy
     terms_initial = None
     if track_loss_terms:
         x_rows, y_rows = pool["x"][rows], pool["y"][rows]  # a copy, for this analysis only
         terms_initial = loss_terms(model, x_rows, y_rows, recipe.loss)
 
     def epoch(_, lr):
-        loss, acc = trainer.train_epoch(rows[rng.permutation(len(rows))], lr)
+        loss, acc = trainer.train_epoch(rows[epoch_order(rng, len(rows), recipe.shuffle)], lr)
         logs = {"loss": loss, "accuracy": acc, "reg_loss": _reg_loss(model), "n_samples": int(len(rows))}
         if track_loss_terms:
             logs.update({f"terms_{k}": v for k, v in loss_terms(model, x_rows, y_rows, recipe.loss).items()})
@@ -473,19 +473,37 @@ def train_fold_two_stage(flow: LOSODataset, frames: LOSODataset, fold: Fold, rec
     if terms_initial is not None:
         history["terms_initial"] = terms_initial
 
-    x_test, test_owner = frames.expand_frames(fold.test_index)
-    clips, scores = clip_scores(trainer.predict(x_test), test_owner)
-    if not np.array_equal(clips, fold.test_index):  # loso_folds gives sorted test indices, as clip_scores
-        raise ValueError("fold.test_index must be sorted ascending")
+    scores, n_test_frames = frame_clip_scores(trainer.predict, frames, fold.test_index, frames.n_classes)
     info = {"seed": int(fold_seed), "stage2_seed": int(stage2_seed), "pretrain": bool(recipe.pretrain),
             "pretrain_s": round(pre_s, 3), **timing.info,
             "n_train": int(len(fold.train_index)), "n_test": int(len(fold.test_index)),
             "n_train_frames": int((~pool["flipped"][rows]).sum()), "n_flipped_frames": int(pool["flipped"][rows].sum()),
-            "n_test_frames": int(len(x_test)), "reloaded_layers": reloaded,
+            "n_test_frames": n_test_frames, "reloaded_layers": reloaded,
             "dropped_model_kwargs": sorted(model.two_stage_dropped_kwargs),
             **{f"pretrain_{k}": v for k, v in pre_info.items() if k in ("best_epoch", "fit_subjects", "val_subjects")}}
     out = {"pretrain": pre_history, "train": history, "info": info}
     return (scores, out, model) if return_model else (scores, out)
+
+
+def frame_clip_scores(predict, frames: LOSODataset, index, n_classes: int) -> tuple[np.ndarray, int]:
+    """Clip scores of the clips at ``index`` (ascending) from the frame scores of ``predict``:
+    ``(len(index) x n_classes, frames scored)``; an empty ``index`` gives a ``0 x n_classes`` array."""
+    index = np.asarray(index, dtype=np.int64)
+    if index.size == 0:
+        return np.zeros((0, int(n_classes))), 0
+    x, owner = frames.expand_frames(index)
+    clips, scores = clip_scores(predict(x), owner)
+    if not np.array_equal(clips, index):  # loso_folds gives sorted test indices, as clip_scores
+        raise ValueError("the clips to score must be given in ascending order (as loso_folds gives them)")
+    return scores, int(len(x))
+
+
+def model_predict(model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """``model(x, training=False)`` in batches as float64 NumPy, on any Keras backend."""
+    import keras
+
+    return np.concatenate([np.asarray(keras.ops.convert_to_numpy(model(x[i: i + batch_size], training=False)),
+                                      np.float64) for i in range(0, len(x), batch_size)])
 
 
 def two_stage_inputs(data, recipe: Recipe, *, progress: bool = False, record_test_curve: bool = False,
@@ -508,5 +526,9 @@ def two_stage_inputs(data, recipe: Recipe, *, progress: bool = False, record_tes
                                                       pool=pool, hooks=hooks)
         return model, scores, history, history["info"]
 
-    fold_fn.extras = {"frames": pool}  # the run's stage-2 frame pool (for benchmarks and inspection)
+    def predict(model, index):
+        return frame_clip_scores(lambda x: model_predict(model, x), frames, index, frames.n_classes)[0]
+
+    # the run's stage-2 frame pool (for benchmarks and inspection) and the fitted model's clip scores
+    fold_fn.extras = {"frames": pool, "predict": predict}
     return flow, two_stage_fingerprint(flow, frames), fold_fn

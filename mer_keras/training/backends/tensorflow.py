@@ -97,9 +97,9 @@ def to_tensor(x):
     :func:`~mer_keras.training.datasets.aligned_empty`) is handed over through DLPack: the
     tensor reads the array's memory and keeps the array alive, so the caller must not write
     to it afterwards. Any
-    other array is copied by ``tf.constant``, which measured a transient of twice the
-    array's size on top of it (TensorFlow 2.21, CPU; also for aligned arrays). A tensor is
-    returned as it is.
+    other array is copied by ``tf.constant``, which needs a transient of its own on top of
+    the array (also for aligned arrays; measured size: docs/benchmarks.md, section
+    "``tf.constant`` copy transient"). A tensor is returned as it is.
     """
     import tensorflow as tf
 
