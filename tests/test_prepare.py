@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -46,7 +47,7 @@ def test_unreadable_clip_is_skipped_and_counted(megc_tiny_manifest, tmp_path):
     bad = tmp_path / "blank.jpg"
     import cv2
 
-    cv2.imwrite(str(bad), np.zeros((480, 640), np.uint8))  # a frame with no face
+    cv2.imwrite(str(bad), np.zeros((480, 640, 3), np.uint8))  # a frame with no face (colour, as the clip's others)
     frames = list(manifest.at[0, "frames"])
     frames[0] = str(bad)
     manifest.at[0, "frames"] = tuple(frames)
@@ -112,3 +113,63 @@ def test_apex_only_prepare_keeps_single_image_clips(tmp_path):
     data = LOSODataset.from_cache(cache, input="apex")
     assert data.x.shape == (labelled, 32, 32, 1) and data.x.dtype == np.uint8
     assert prepare(manifest, tmp_path / "apex", apex_cfg, workers=1, progress=False).n_reused == len(manifest)
+
+
+def _children(pid: int) -> set[int]:
+    """Process ids whose parent is ``pid`` (Linux /proc)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.add(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _start_prepare_with_workers(megc_tiny, out):
+    data_root, _ = megc_tiny
+    cmd = [sys.executable, "-m", "mer_keras.cli", "prepare", "--composite", "megc2019", "--data-dir", str(data_root),
+           "--preset", "ststnet", "--workers", "2", "--no-progress", "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((out / "clips").glob("[!.]*.npz")):
+        time.sleep(0.05)
+    workers = _children(proc.pid)
+    assert workers, "prepare started no worker processes"
+    return proc, workers
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+@pytest.mark.parametrize("how", ["sigkill", "ctrl-c"])
+def test_stopped_prepare_leaves_no_worker_behind(megc_tiny, tmp_path, how):
+    """SIGKILL of the parent alone, or Ctrl-C (SIGINT to the parent alone): the spawn workers end within seconds."""
+    proc, workers = _start_prepare_with_workers(megc_tiny, tmp_path / "cache")
+    try:
+        os.kill(proc.pid, signal.SIGKILL if how == "sigkill" else signal.SIGINT)
+        try:  # the output pipes close when the parent and every worker that inherited them are gone
+            _, stderr = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            stderr = ""
+        if how == "ctrl-c":
+            assert proc.returncode == 130 and "rerun the same command to resume" in stderr, stderr
+        deadline = time.time() + 15
+        while time.time() < deadline and any(_alive(pid) for pid in workers):
+            time.sleep(0.1)
+        left = [pid for pid in workers if _alive(pid)]
+        assert not left, f"worker processes still running after the parent stopped ({how})"
+    finally:
+        for pid in workers:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)

@@ -42,6 +42,7 @@ import os
 import shutil
 import tempfile
 import uuid
+import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
@@ -57,6 +58,24 @@ META_FILE = "pipeline.json"
 
 class BundleFormatError(ValueError):
     """A folder is not a pipeline bundle, or one this version of mer-keras cannot read."""
+
+
+INPUT_CHANNELS = {"flow_stack": 3, "flow_image": 3, "apex": 1, "onset_apex": 2, "frames": 1}
+"""Channels of the network input per input kind, as :func:`mer_keras.inference.predict.network_input` builds it."""
+SCORE_KINDS = ("probability", "svm_score")
+INPUT_DTYPES = ("float16", "bfloat16", "float32", "float64", "uint8", "int32", "int64")
+"""Input dtypes a bundle may declare (what Keras models of this package take, and their obvious kin)."""
+
+
+def clip_score_rule(input_kind: str) -> str:
+    """The ``output.clip_score`` text for an input kind (how :class:`~mer_keras.inference.predict.Pipeline` scores)."""
+    return "mean of the frame scores" if input_kind == "frames" else "the network output"
+
+
+def model_input_dtype(model) -> str:
+    """The dtype name of ``model``'s first input, as ``pipeline.json`` records it."""
+    dtype = str(getattr(model.inputs[0], "dtype", "float32"))
+    return dtype.replace("<dtype: '", "").replace("'>", "")
 
 
 def frame_sampling(input_kind: str) -> dict:
@@ -88,8 +107,7 @@ def pipeline_meta(model, *, preprocess, input_kind: str, class_names: Sequence[s
     if input_kind not in INPUT_KINDS:
         raise ValueError(f"input_kind must be one of {INPUT_KINDS}, got {input_kind!r}")
     shape = [int(v) for v in model.input_shape[1:]]
-    dtype = str(getattr(model.inputs[0], "dtype", "float32"))
-    dtype = dtype.replace("<dtype: '", "").replace("'>", "")
+    dtype = model_input_dtype(model)
     loss = getattr(recipe, "loss", "cross_entropy")
     meta = {
         "format": FORMAT_NAME,
@@ -104,7 +122,7 @@ def pipeline_meta(model, *, preprocess, input_kind: str, class_names: Sequence[s
             "std": np.asarray(normalisation[1], np.float64).tolist()},
         "class_names": [str(c) for c in class_names],
         "output": {"score_kind": "svm_score" if loss == "multi_margin" else "probability",
-                   "clip_score": "mean of the frame scores" if input_kind == "frames" else "the network output"},
+                   "clip_score": clip_score_rule(input_kind)},
         "frame_sampling": frame_sampling(input_kind),
         "apex_spotting": SpottingConfig().to_dict(),
     }
@@ -156,8 +174,120 @@ def write_bundle(out, model, meta: dict, *, overwrite: bool = False) -> Path:
     return out
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _finite_numbers(value) -> bool:
+    return (isinstance(value, list) and bool(value)
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in value))
+
+
+def check_meta(meta: dict, config, meta_path, *, strict: bool = True) -> None:
+    """Check every field of ``pipeline.json`` that decides what a prediction means; :class:`BundleFormatError` if not.
+
+    ``config``: the bundle's ``PreprocessConfig`` (already read). Checked, each refusal
+    naming the field and ``meta_path``: ``preprocess.fingerprint`` (a string; equal to the
+    config's in ``read_meta``), ``input.kind`` (one of the input kinds), ``input.shape``
+    (``[size, size, C]`` with the pre-processing's ``size`` and the kind's ``C``:
+    :data:`INPUT_CHANNELS`), ``input.dtype`` (:data:`INPUT_DTYPES`), a flow input needing a
+    flow pre-processing, ``class_names`` (two or more distinct non-empty strings),
+    ``output.score_kind`` (:data:`SCORE_KINDS`; ``svm_score`` exactly when the recipe's loss
+    is ``multi_margin``, as :func:`pipeline_meta` sets it), ``output.clip_score`` (the rule
+    the pipeline applies), ``normalisation`` (``null`` or per-channel finite ``mean`` and
+    positive ``std``, one per input channel), ``frame_sampling.rule`` (the kind's rule) and,
+    with ``strict``, ``apex_spotting`` (the spotting this version runs), ``recipe`` (``null``
+    or an object). Informational fields (``created``, ``mer_keras_version``, ``training``)
+    are not checked. The model-dependent checks (shape, dtype, outputs) are in
+    :func:`read_bundle`.
+    """
+    from mer_keras.training.datasets import INPUT_KINDS
+
+    from .spotting import SpottingConfig
+
+    def refuse(name: str, problem: str) -> BundleFormatError:
+        return BundleFormatError(f"{meta_path}: field {name!r} {problem}; the bundle cannot be used as it is "
+                                 "(write it again with `mer-keras fit-final`)")
+
+    def section(name: str) -> dict:
+        value = meta.get(name)
+        if not isinstance(value, dict):
+            raise refuse(name, f"must be an object, got {type(value).__name__}")
+        return value
+
+    if not isinstance(section("preprocess").get("fingerprint"), str):
+        raise refuse("preprocess.fingerprint", f"must be a string, got {meta['preprocess'].get('fingerprint')!r}")
+    inputs = section("input")
+    kind = inputs.get("kind")
+    if kind not in INPUT_KINDS:
+        raise refuse("input.kind", f"is {kind!r}; expected one of {list(INPUT_KINDS)}")
+    shape = inputs.get("shape")
+    want = [config.size, config.size, INPUT_CHANNELS[kind]]
+    if not (isinstance(shape, list) and len(shape) == 3 and all(_is_int(v) for v in shape)):
+        raise refuse("input.shape", f"is {shape!r}; expected three integers [height, width, channels]")
+    if list(shape) != want:
+        raise refuse("input.shape", f"is {shape}, but the pre-processing makes {config.size} x {config.size} crops and "
+                                    f"a {kind!r} input has {INPUT_CHANNELS[kind]} channel(s): expected {want}")
+    if inputs.get("dtype") not in INPUT_DTYPES:
+        raise refuse("input.dtype", f"is {inputs.get('dtype')!r}; expected one of {list(INPUT_DTYPES)}")
+    if kind in ("flow_stack", "flow_image") and not config.compute_flow:
+        raise refuse("input.kind", f"is {kind!r}, a flow input, but 'preprocess.config.compute_flow' is false")
+
+    names = meta.get("class_names")
+    if not (isinstance(names, list) and all(isinstance(c, str) and c.strip() for c in names)):
+        raise refuse("class_names", f"must be a list of non-empty strings, got {names!r}")
+    if len(names) < 2 or len(set(names)) != len(names):
+        raise refuse("class_names", f"is {names}; expected two or more distinct class names")
+
+    output = section("output")
+    if output.get("score_kind") not in SCORE_KINDS:
+        raise refuse("output.score_kind", f"is {output.get('score_kind')!r}; expected one of {list(SCORE_KINDS)}")
+    recipe = meta.get("recipe")
+    if recipe is not None and not (isinstance(recipe, dict) and isinstance(recipe.get("name", ""), str)):
+        raise refuse("recipe", f"must be null or an object with a string 'name', got {recipe!r}")
+    recipe_config = recipe.get("config") if isinstance(recipe, dict) else None
+    loss = recipe_config.get("loss") if isinstance(recipe_config, dict) else None
+    if loss is not None:
+        expected = "svm_score" if loss == "multi_margin" else "probability"
+        if output["score_kind"] != expected:
+            raise refuse("output.score_kind", f"is {output['score_kind']!r}, but the recipe's loss {loss!r} gives "
+                                              f"{expected!r} scores")
+    if output.get("clip_score") != clip_score_rule(kind):
+        raise refuse("output.clip_score", f"is {output.get('clip_score')!r}; a {kind!r} pipeline scores a clip by "
+                                          f"{clip_score_rule(kind)!r}")
+
+    norm = meta.get("normalisation")
+    if norm is not None:
+        if not isinstance(norm, dict) or norm.get("kind") != "per_channel":
+            raise refuse("normalisation", f"must be null or a 'per_channel' object, got {norm!r}")
+        for key in ("mean", "std"):
+            values = norm.get(key)
+            if not _finite_numbers(values) or len(values) != INPUT_CHANNELS[kind]:
+                raise refuse(f"normalisation.{key}", f"is {values!r}; expected {INPUT_CHANNELS[kind]} finite numbers "
+                                                     "(one per input channel)")
+        if min(norm["std"]) <= 0:
+            raise refuse("normalisation.std", f"is {norm['std']}; every value must be > 0")
+
+    sampling = meta.get("frame_sampling")
+    if sampling is not None:
+        rule = frame_sampling(kind)["rule"]
+        if not isinstance(sampling, dict) or sampling.get("rule") != rule:
+            got = sampling.get("rule") if isinstance(sampling, dict) else sampling
+            raise refuse("frame_sampling.rule", f"is {got!r}; a {kind!r} pipeline samples {rule!r}")
+    spotting = meta.get("apex_spotting")
+    if spotting is not None:
+        current = json.loads(json.dumps(SpottingConfig().to_dict(), default=_json_default))
+        if not isinstance(spotting, dict) or set(spotting) != set(current):
+            raise refuse("apex_spotting", f"must be an object with the fields {sorted(current)}")
+        if strict and spotting != current:
+            changed = sorted(k for k in current if spotting.get(k) != current[k])
+            raise refuse("apex_spotting", f"differs from the apex spotting this mer-keras runs (in {changed}), so "
+                                          "clips without an apex would be spotted otherwise than recorded; load with "
+                                          "strict=False to accept the difference")
+
+
 def read_meta(path, *, strict: bool = True) -> dict:
-    """The checked ``pipeline.json`` of a bundle folder (see :func:`read_bundle`)."""
+    """The checked ``pipeline.json`` of a bundle folder (see :func:`read_bundle` and :func:`check_meta`)."""
     from mer_keras import __version__
     from mer_keras.preprocess.pipeline import PreprocessConfig
 
@@ -176,8 +306,8 @@ def read_meta(path, *, strict: bool = True) -> dict:
                                 f"in {META_FILE}, expected {FORMAT_NAME!r})" if isinstance(meta, dict) else
                                 f"{meta_path} does not hold a JSON object")
     version = meta.get("format_version")
-    if not isinstance(version, int) or version < 1:
-        raise BundleFormatError(f"{path}: unknown bundle format version {version!r}")
+    if not _is_int(version) or version < 1:
+        raise BundleFormatError(f"{meta_path}: field 'format_version': unknown bundle format version {version!r}")
     if version > BUNDLE_FORMAT:
         raise BundleFormatError(f"{path}: bundle format {version} (written by mer-keras "
                                 f"{meta.get('mer_keras_version', '?')}) is newer than the format {BUNDLE_FORMAT} this "
@@ -187,22 +317,29 @@ def read_meta(path, *, strict: bool = True) -> dict:
         raise BundleFormatError(f"{path}: {META_FILE} lacks {missing}")
     try:
         config = PreprocessConfig.from_dict(meta["preprocess"]["config"])
-    except (TypeError, ValueError, KeyError) as exc:
-        raise BundleFormatError(f"{path}: its pre-processing parameters cannot be read by mer-keras {__version__} "
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise BundleFormatError(f"{meta_path}: field 'preprocess.config' cannot be read by mer-keras {__version__} "
                                 f"({exc})") from None
     stored = meta["preprocess"].get("fingerprint")
     if strict and stored != config.fingerprint():
         raise BundleFormatError(
-            f"{path}: pre-processing fingerprint {stored} differs from {config.fingerprint()} computed by mer-keras "
+            f"{meta_path}: field 'preprocess.fingerprint' {stored} differs from {config.fingerprint()} computed by "
+            f"mer-keras "
             f"{__version__} (the pre-processing changed since the bundle was written, so new clips would not be "
             "prepared as its training clips were); refit it, or load with strict=False to accept the difference")
+    check_meta(meta, config, meta_path, strict=strict)
     if not (path / MODEL_FILE).is_file():
         raise BundleFormatError(f"{path}: {MODEL_FILE} is missing")
     return meta
 
 
 def read_bundle(path, *, strict: bool = True):
-    """``(model, meta)`` of a bundle folder; :class:`BundleFormatError` on a bad or unknown bundle."""
+    """``(model, meta)`` of a bundle folder; :class:`BundleFormatError` on a bad or unknown bundle.
+
+    Besides :func:`read_meta`'s checks, ``pipeline.json`` must describe the saved model:
+    its input shape (``input.shape``) and dtype (``input.dtype``), and one class name per
+    output (``class_names``).
+    """
     meta = read_meta(path, strict=strict)
     import keras
 
@@ -211,15 +348,25 @@ def read_bundle(path, *, strict: bool = True):
     for module in ("layers", "heads", "flow_layers"):  # custom layers register with Keras on import
         importlib.import_module(f"mer_keras.models.{module}")
 
-    model = keras.models.load_model(Path(path) / MODEL_FILE, compile=False)
+    meta_path = Path(path) / META_FILE
+    model_path = Path(path) / MODEL_FILE
+    if not zipfile.is_zipfile(model_path):  # Keras would report a damaged archive as "File not found"
+        raise BundleFormatError(f"{model_path} is damaged or truncated (not a complete .keras zip archive); copy "
+                                "the bundle again or refit it with `mer-keras fit-final`")
+    model = keras.models.load_model(model_path, compile=False)
     shape = [int(v) for v in model.input_shape[1:]]
     if shape != [int(v) for v in meta["input"]["shape"]]:
-        raise BundleFormatError(f"{path}: the model reads {shape} but {META_FILE} says {meta['input']['shape']}")
+        raise BundleFormatError(f"{meta_path}: field 'input.shape' is {meta['input']['shape']} but the model reads "
+                                f"{shape}")
+    if model_input_dtype(model) != meta["input"]["dtype"]:
+        raise BundleFormatError(f"{meta_path}: field 'input.dtype' is {meta['input']['dtype']!r} but the model reads "
+                                f"{model_input_dtype(model)!r}")
     if int(model.output_shape[-1]) != len(meta["class_names"]):
-        raise BundleFormatError(f"{path}: the model has {model.output_shape[-1]} outputs for "
-                                f"{len(meta['class_names'])} class names")
+        raise BundleFormatError(f"{meta_path}: field 'class_names' has {len(meta['class_names'])} names for a model "
+                                f"with {model.output_shape[-1]} outputs")
     return model, meta
 
 
-__all__ = ["BUNDLE_FORMAT", "BundleFormatError", "FORMAT_NAME", "META_FILE", "MODEL_FILE", "frame_sampling",
+__all__ = ["BUNDLE_FORMAT", "BundleFormatError", "FORMAT_NAME", "INPUT_CHANNELS", "INPUT_DTYPES", "META_FILE",
+           "MODEL_FILE", "SCORE_KINDS", "check_meta", "clip_score_rule", "frame_sampling", "model_input_dtype",
            "pipeline_meta", "read_bundle", "read_meta", "write_bundle"]

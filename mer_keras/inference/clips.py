@@ -14,7 +14,10 @@
 
 Bad input raises :class:`ClipError` (a ``ValueError``) with a message naming the file:
 a missing path, a video OpenCV cannot open or decode, a folder without images, an
-unreadable image.
+unreadable image. Image files go through the checks ``mer-keras prepare`` runs
+(:func:`mer_keras.preprocess.frames.check_clip_frames`, same message): an incomplete file
+(a truncated JPEG, which OpenCV would decode partly and which could be spotted as the
+apex) or frames of different sizes or channel counts refuse the whole clip.
 """
 
 from __future__ import annotations
@@ -122,27 +125,34 @@ def _to_grey(image: np.ndarray, where: str) -> np.ndarray:
 
 
 def _from_arrays(items: list, source: str) -> RawClip:
-    frames = [_to_grey(np.asarray(f), f"{source} frame {i}") for i, f in enumerate(items)]
-    shapes = {f.shape for f in frames}
-    if len(shapes) != 1:
-        raise ClipError(f"{source}: frames differ in size {sorted(shapes)}")
+    from mer_keras.preprocess.frames import FrameError, FrameInfo, check_consistent
+
+    arrays = [np.asarray(f) for f in items]
+    infos = [FrameInfo(f"frame {i}", "array", int(a.shape[1]) if a.ndim >= 2 else 0, int(a.shape[0]) if a.ndim else 0,
+                       (1 if a.ndim == 2 else int(a.shape[2])) if a.ndim in (2, 3) else None)
+             for i, a in enumerate(arrays)]
+    try:
+        check_consistent(infos)
+    except FrameError as exc:
+        raise ClipError(f"{source}: {exc}") from None
+    frames = [_to_grey(a, f"{source} frame {i}") for i, a in enumerate(arrays)]
     return RawClip(frames, [f"frame {i}" for i in range(len(frames))], source, "arrays")
 
 
 def _read_images(paths: list, source: str) -> RawClip:
-    import cv2
+    from mer_keras.preprocess.frames import FrameError, FrameInfo, check_clip_frames, check_consistent, read_grey
 
-    frames = []
     for path in paths:
         if not path.is_file():
             raise ClipError(f"{path}: no such image file")
-        image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-        if image is None:
-            raise ClipError(f"{path}: not an image OpenCV can decode")
-        frames.append(image)
-    shapes = {f.shape for f in frames}
-    if len(shapes) != 1:
-        raise ClipError(f"{source}: images differ in size {sorted(shapes)}")
+    try:  # every file complete, one size and channel count: the checks and words of `prepare`
+        infos = check_clip_frames(paths)
+        frames = [read_grey(p, checked=True) for p in paths]
+        # the decoded sizes too (EXIF orientation can turn a frame), with the same wording
+        check_consistent([FrameInfo(i.path, i.format, f.shape[1], f.shape[0], i.channels)
+                          for i, f in zip(infos, frames)])
+    except FrameError as exc:
+        raise ClipError(str(exc)) from None
     return RawClip(frames, [p.name for p in paths], source, "images" if len(paths) <= 2 else "folder")
 
 

@@ -473,7 +473,7 @@ class Pipeline:
         for clip in tqdm(clips, desc="predict", unit="clip", disable=not progress or len(clips) < 2):
             name = describe(clip)
             try:
-                predictions.append(self.predict_clip(clip, onset, apex))
+                predictions.append(self.predict_clip(clip, onset, apex, source=name))
             except (ClipError, OSError) as exc:  # bad input: counted, logged, listed; the batch goes on
                 message = str(exc) if isinstance(exc, ClipError) else f"{name}: {type(exc).__name__}: {exc}"
                 logger.warning("skipped %s", message)

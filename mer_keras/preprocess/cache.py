@@ -5,7 +5,9 @@ Layout of a cache folder::
     cache.json        the PreprocessConfig used, its fingerprint, package version
     clips/<key>.npz   one file per clip: the arrays of ``preprocess_clip`` + ``_source`` metadata
     manifest.csv      one row per clip prepared (manifest columns + ``key`` + ``file``)
-    skipped.csv       clips that could not be prepared, with the reason
+    skipped.csv       clips that could not be prepared, with the reason (among them clips
+                      with an incomplete frame file or frames of different sizes or channel
+                      counts: :mod:`mer_keras.preprocess.frames`, the checks ``predict`` runs)
     issues.csv        what the dataset readers fixed or dropped before preparation
 
 A cache prepared with ``compute_flow=False`` (preset ``"mobilevit_apex"``) holds apex-only
@@ -39,6 +41,7 @@ import pandas as pd
 
 from mer_keras import __version__
 from mer_keras.data.manifest import ISSUE_COLUMNS, MANIFEST_COLUMNS, validate_manifest
+from mer_keras.preprocess.frames import check_clip_frames
 from mer_keras.preprocess.pipeline import PreprocessConfig, preprocess_clip
 
 logger = logging.getLogger("mer_keras.prepare")
@@ -101,12 +104,18 @@ def _cached_source(path: Path) -> str | None:
 
 
 def _prepare_one(task: tuple) -> tuple[str, str, str, int]:
-    """Worker: preprocess one clip and write its file. Returns (key, status, detail, fallback frames)."""
-    key, frames, onset_i, apex_i, config_dict, path, source = task
+    """Worker: check the clip's frame files, preprocess it and write its file.
+
+    Returns (key, status, detail, fallback frames). Every frame of the clip is checked
+    (:func:`~mer_keras.preprocess.frames.check_clip_frames`: complete files, one size and
+    channel count), as ``predict`` checks a folder, not only the frames the preprocessing reads.
+    """
+    key, frames, onset_i, apex_i, config_dict, path, source, all_frames = task
     import cv2
 
     cv2.setNumThreads(1)  # one clip per process already uses every core
     try:
+        check_clip_frames(all_frames)
         features = preprocess_clip(frames, onset_i, apex_i, PreprocessConfig.from_dict(config_dict))
     except Exception as exc:  # reported per clip; the run goes on
         return key, "skipped", f"{type(exc).__name__}: {exc}", 0
@@ -159,7 +168,8 @@ def prepare(
 
     Args:
         manifest: a reader or composite manifest (see :mod:`mer_keras.data.manifest`).
-        out_dir: cache folder (created if needed).
+        out_dir: cache folder (created if needed): new, empty, or an earlier cache to
+            resume; any other existing folder or file is refused (:func:`check_output_folder`).
         config: preprocessing parameters; default ``PreprocessConfig()``.
         workers: processes; default all cores. ``1`` runs in this process.
         progress: show a progress bar.
@@ -168,11 +178,41 @@ def prepare(
     config = config or PreprocessConfig()
     validate_manifest(manifest)
     out = Path(out_dir)
+    check_output_folder(out)
     (out / "clips").mkdir(parents=True, exist_ok=True)
 
     with contextlib.ExitStack() as stack:
         stack.enter_context(_lock_cache(out))
         return _prepare_locked(manifest, out, config, workers, progress, stack, start)
+
+
+class OutputFolderError(FileExistsError, ValueError):
+    """``prepare --out`` names a file, or a folder that holds files but is not a prepared cache."""
+
+
+def check_output_folder(out) -> None:
+    """Refuse an output that ``prepare`` would damage: a file, or a non-empty folder without ``cache.json``.
+
+    Allowed: a new path, an empty folder, a prepared cache (``cache.json``: resumed), and
+    what a ``prepare`` stopped before writing ``cache.json`` leaves (``.lock``, ``clips/``
+    with nothing but ``.tmp-*`` files) or the command line's write probe
+    (``.mer-keras-write-test-*``) left by a killed command. Anything else would have its
+    ``manifest.csv``, ``skipped.csv``, ``issues.csv`` or ``clips/`` overwritten.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OutputFolderError(f"{out} is a file, not a folder; pick an empty or new folder for the prepared cache")
+    if not out.is_dir() or (out / "cache.json").is_file():
+        return
+    entries = sorted(p.name for p in out.iterdir() if not p.name.startswith(".mer-keras-write-test-"))
+    clips = out / "clips"
+    leftovers = set(entries) <= {".lock", "clips"} and (
+        not clips.exists() or (clips.is_dir() and all(p.name.startswith(".tmp-") for p in clips.iterdir())))
+    if entries and not leftovers:
+        shown = ", ".join(entries[:3]) + (f" and {len(entries) - 3} more" if len(entries) > 3 else "")
+        raise OutputFolderError(
+            f"{out} is not empty ({shown}) and is not a prepared cache (no cache.json); preparing into it would "
+            "overwrite its manifest.csv, skipped.csv, issues.csv and clips/: pick an empty or new folder")
 
 
 def _prepare_locked(manifest, out: Path, config, workers, progress, stack, start) -> PrepareResult:
@@ -214,17 +254,25 @@ def _prepare_locked(manifest, out: Path, config, workers, progress, stack, start
             continue
         cached = _cached_source(path)
         if cached == source:
+            try:  # the frames outside onset..apex are not in the hash, and an older run may not have checked them
+                check_clip_frames(row["frames"])
+            except (OSError, ValueError) as exc:
+                skipped.append((key, f"{type(exc).__name__}: {exc}"))
+                continue
             n_reused += 1
             continue
         n_stale += cached is not None
-        tasks.append((key, frames, onset_i, apex_i, config_dict, str(path), source))
+        tasks.append((key, frames, onset_i, apex_i, config_dict, str(path), source, list(row["frames"])))
 
     workers = max(1, min(workers or os.cpu_count() or 1, len(tasks) or 1))
     bar = stack.enter_context(tqdm(total=len(tasks), desc="prepare", unit="clip", disable=not progress))
     if workers == 1:
         results = map(_prepare_one, tasks)
     else:
-        pool = stack.enter_context(cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")))
+        others = set(multiprocessing.active_children())
+        pool = cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                      initializer=exit_with_parent, initargs=(os.getpid(),))
+        stack.push(_pool_closer(pool, others))
         results = (f.result() for f in cf.as_completed([pool.submit(_prepare_one, t) for t in tasks]))
     n_done = n_fallback = 0
     for key, status, detail, fallbacks in results:
@@ -262,6 +310,44 @@ def _prepare_locked(manifest, out: Path, config, workers, progress, stack, start
         n_fallback_frames=n_fallback,
         notes=notes,
     )
+
+
+def exit_with_parent(parent_pid: int, interval_s: float = 0.5) -> None:
+    """Worker initializer: end this process when the process that started it is gone.
+
+    A ``spawn`` worker blocks on its task queue forever if its parent is killed with
+    SIGKILL (no shutdown message ever comes); a daemon thread polls the parent id and
+    exits the worker once the parent has died (re-parented: another parent id).
+    """
+    import threading
+
+    def watch():
+        while os.getppid() == parent_pid:
+            time.sleep(interval_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _pool_closer(pool, others: set):
+    """Exit callback of the worker pool: wait for a finished run; on an error or Ctrl-C stop at once.
+
+    ``ProcessPoolExecutor``'s own exit waits for every submitted clip; an interrupted
+    ``prepare`` instead drops the clips not started and terminates its workers (``others``:
+    the processes that existed before the pool, left alone). Clip files are written
+    atomically, so the finished ones are on disk and a rerun resumes.
+    """
+
+    def close(exc_type, exc, tb):
+        if exc_type is None:
+            pool.shutdown(wait=True)
+            return False
+        pool.shutdown(wait=False, cancel_futures=True)
+        for child in set(multiprocessing.active_children()) - others:
+            child.terminate()
+        return False
+
+    return close
 
 
 def _lock_cache(out: Path):

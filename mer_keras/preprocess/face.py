@@ -33,6 +33,7 @@ import cv2
 import numpy as np
 
 from ..resources import landmark_model_path
+from .frames import FrameInfo, check_consistent, read_grey
 
 ImageLike = Union[str, PathLike, np.ndarray]
 
@@ -84,15 +85,14 @@ def _as_uint8(image: np.ndarray) -> np.ndarray:
 
 
 def load_grey(image: ImageLike) -> np.ndarray:
-    """Read a path (any format ``cv2.imread`` reads) or take an array, and return grey uint8."""
+    """Read a path (any format ``cv2.imread`` reads) or take an array, and return grey uint8.
+
+    A path is read with :func:`mer_keras.preprocess.frames.read_grey`: an incomplete file
+    (a truncated JPEG, which OpenCV would decode partly) raises
+    :class:`~mer_keras.preprocess.frames.FrameError`.
+    """
     if isinstance(image, (str, PathLike)):
-        path = Path(image)
-        if not path.is_file():
-            raise FileNotFoundError(f"frame not found: {path}")
-        data = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-        if data is None:
-            raise ValueError(f"could not decode the image file {path}")
-        return data
+        return read_grey(image)
     return to_grey(np.asarray(image))
 
 
@@ -441,7 +441,9 @@ def align_clip(
     reference transform and is counted in ``n_fallback``.
 
     Frames are paths or arrays (BGR as ``cv2.imread`` gives them, or grey). Raises
-    ``NoFaceError`` if the reference frame has no detectable face.
+    ``NoFaceError`` if the reference frame has no detectable face, and
+    :class:`~mer_keras.preprocess.frames.FrameError` if a frame file is incomplete or the
+    frames differ in size (one transform cannot align them all).
     """
     if mode not in ALIGN_MODES:
         raise ValueError(f"mode must be one of {ALIGN_MODES}, got {mode!r}")
@@ -452,6 +454,9 @@ def align_clip(
     reference = reference % n
     aligner = aligner or FaceAligner()
     greys = [load_grey(f) for f in items]
+    check_consistent([FrameInfo(str(f) if isinstance(f, (str, PathLike)) else f"frame {i}",
+                                "array" if isinstance(f, np.ndarray) else "file", g.shape[1], g.shape[0], None)
+                      for i, (f, g) in enumerate(zip(items, greys))])
     ref_pts = aligner.landmarks(greys[reference])
     if ref_pts is None:
         raise NoFaceError(f"no face detected in the reference {_describe(items[reference], reference)}")

@@ -272,7 +272,9 @@ def preprocess_clip(
     range between them, for ``keep="onset_to_apex"``) are read. Requires
     ``0 <= onset_index < apex_index < len(frames)`` (``onset_index == apex_index`` is
     accepted when ``config.compute_flow`` is False: a single image). Raises
-    ``NoFaceError`` when the onset frame has no detectable face.
+    ``NoFaceError`` when the onset frame has no detectable face, and
+    :class:`~mer_keras.preprocess.frames.FrameError` for an incomplete frame file (a
+    truncated JPEG) or frames of different sizes.
     """
     if not isinstance(config, PreprocessConfig):
         raise TypeError(f"config must be a PreprocessConfig, got {type(config).__name__}")

@@ -212,7 +212,8 @@ class LOSODataset:
         are decompressed; ``progress=True`` shows a bar. Subjects are
         ``"{dataset}/{subject}"`` (:func:`~mer_keras.data.composites.fold_groups`), clips
         the manifest's clip ids. Raises ``ValueError`` for an unknown input, for
-        ``"frames"`` on a cache without frame stacks, or when no labelled clip remains.
+        ``"frames"`` on a cache without frame stacks, for a flow or onset input on an
+        apex-only cache (``compute_flow=False``), or when no labelled clip remains.
         """
         from mer_keras.preprocess.cache import PreparedCache
         from tqdm.auto import tqdm
@@ -223,6 +224,12 @@ class LOSODataset:
         if input == "frames" and cache.config.keep != "onset_to_apex":
             raise ValueError(f"{cache.path} holds no frame stacks (prepared with keep={cache.config.keep!r}); "
                              "prepare it with keep='onset_to_apex' (e.g. the 'shufflenet' preset) for input='frames'")
+        if input in ("flow_stack", "flow_image", "onset_apex") and not cache.config.compute_flow:
+            raise ValueError(f"{cache.path} holds apex frames only (prepared without flow, e.g. with the "
+                             f"'mobilevit_apex' preset) but input={input!r} needs "
+                             f"{'the onset frame' if input == 'onset_apex' else 'optical flow'}; prepare the data "
+                             "with a flow preset ('off_tanet', 'ststnet', 'shufflenet' or 'mobilevit'), or pick a "
+                             "recipe whose input is 'apex'")
         table = cache.manifest
         table = table[table["label_id"] >= 0]
         if sources is not None:

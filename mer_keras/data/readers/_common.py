@@ -106,6 +106,22 @@ def read_sheet(path: Path, **kw) -> pd.DataFrame:
             return pd.read_excel(path, **kw)
     except (ValueError, KeyError, OSError) as exc:
         raise AnnotationError(f"cannot read annotation file {path}: {exc}") from exc
+    except Exception as exc:  # a damaged workbook: zip, zlib, XML, openpyxl or xlrd errors
+        if not _damaged_workbook(exc):
+            raise
+        raise AnnotationError(f"cannot read annotation file {path} ({type(exc).__name__}: {exc}): it is damaged or "
+                              "truncated; copy it again from the dataset's distribution") from exc
+
+
+def _damaged_workbook(exc: BaseException) -> bool:
+    """Whether ``exc`` is how a truncated or corrupt .xlsx/.xls fails (zip, zlib, XML, openpyxl, xlrd)."""
+    import xml.etree.ElementTree
+    import zipfile
+    import zlib
+
+    if isinstance(exc, (zipfile.BadZipFile, zlib.error, EOFError, xml.etree.ElementTree.ParseError)):
+        return True
+    return type(exc).__name__ in ("InvalidFileException", "XLRDError", "XMLSyntaxError")
 
 
 def find_annotation(root: Path, annotation, patterns: Iterable[str], dataset: str) -> Path:
