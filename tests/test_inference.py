@@ -162,11 +162,16 @@ def test_fit_final_refuses_bad_requests(flow_fit, flow_cache, data):
 
 
 @pytest.mark.parametrize("preset, kind", [("ststnet", "flow_image"), ("off_tanet", "flow_stack"),
-                                          ("shufflenet", "frames")])
+                                          ("shufflenet", "frames"), ("ststnet@28", "flow_image")])
 def test_staged_preprocessing_equals_preprocess_clip(held_out, preset, kind):
+    """``predict``'s staged pre-processing gives ``prepare``'s arrays (``ststnet``: flow at 112 px resized to 28;
+    ``@28``: flow computed on the 28-px frames)."""
     from mer_keras.preprocess.pipeline import PreprocessConfig, preprocess_clip
 
+    preset, _, flow_size = preset.partition("@")
     config = PreprocessConfig.preset(preset, size=32) if preset == "shufflenet" else PreprocessConfig.preset(preset)
+    if flow_size:
+        config = config.replace(flow_size=int(flow_size))
     folder, apex, _ = held_out[0]
     frames = read_clip(folder).frames
     got, info, timings = clip_features(frames, 0, apex, config, input_kind=kind)

@@ -137,10 +137,20 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def _start_prepare_with_workers(megc_tiny, out):
-    data_root, _ = megc_tiny
+@pytest.fixture(scope="module")
+def many_clips(tmp_path_factory):
+    """48 synthetic MEGC2019 clips: enough work that a signal sent after the first clip lands mid-run."""
+    from mer_keras.data.synthetic import write_composite
+
+    root = tmp_path_factory.mktemp("many_clips")
+    write_composite("megc2019", root, subjects_per_dataset=2, clips_per_subject=8, n_frames=9, seed=3)
+    return root
+
+
+def _start_prepare_with_workers(data_root, out):
     cmd = [sys.executable, "-m", "mer_keras.cli", "prepare", "--composite", "megc2019", "--data-dir", str(data_root),
-           "--preset", "ststnet", "--workers", "2", "--no-progress", "--out", str(out)]
+           "--preset", "shufflenet", "--size", "160", "--workers", "2", "--no-progress", "--out", str(out)]
+    # frame stacks and flow at 160 px: each clip takes long enough that the signal lands mid-run on a loaded machine
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.time() + 120
     while time.time() < deadline and not list((out / "clips").glob("[!.]*.npz")):
@@ -152,9 +162,9 @@ def _start_prepare_with_workers(megc_tiny, out):
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
 @pytest.mark.parametrize("how", ["sigkill", "ctrl-c"])
-def test_stopped_prepare_leaves_no_worker_behind(megc_tiny, tmp_path, how):
+def test_stopped_prepare_leaves_no_worker_behind(many_clips, tmp_path, how):
     """SIGKILL of the parent alone, or Ctrl-C (SIGINT to the parent alone): the spawn workers end within seconds."""
-    proc, workers = _start_prepare_with_workers(megc_tiny, tmp_path / "cache")
+    proc, workers = _start_prepare_with_workers(many_clips, tmp_path / "cache")
     try:
         os.kill(proc.pid, signal.SIGKILL if how == "sigkill" else signal.SIGINT)
         try:  # the output pipes close when the parent and every worker that inherited them are gone
@@ -162,6 +172,8 @@ def test_stopped_prepare_leaves_no_worker_behind(megc_tiny, tmp_path, how):
         except subprocess.TimeoutExpired:
             proc.kill()
             stderr = ""
+        n_done = len(list((tmp_path / "cache" / "clips").glob("[!.]*.npz")))
+        assert n_done < 48, "prepare finished before the signal: nothing was stopped"
         if how == "ctrl-c":
             assert proc.returncode == 130 and "rerun the same command to resume" in stderr, stderr
         deadline = time.time() + 15

@@ -13,7 +13,9 @@ input, restored from a bundle written by :func:`mer_keras.inference.fit.fit_fina
 3. **spotting** when no apex is given (:mod:`~mer_keras.inference.spotting`: the frame of
    largest motion from the onset inside the face mask; a two-frame clip is onset + apex);
 4. **alignment** (one similarity warp per frame to the bundle's size), **masks**;
-5. **tvl1** (onset -> apex) and **strain_flow_image** for flow inputs;
+5. **tvl1** (onset -> apex, with its strain; at the bundle's ``flow_size`` when it has one,
+   as :func:`~mer_keras.preprocess.pipeline.flow_and_strain` does for ``prepare``) and
+   **strain_flow_image** (masking and the flow image) for flow inputs;
 6. **network** (batch-1 compiled ``tf.function``; for frame-sequence pipelines the frames
    onset..apex are one batch and the clip score is the mean of the frame scores, as in
    training).
@@ -228,9 +230,9 @@ def clip_features(greys: Sequence[np.ndarray], onset: int | None, apex: int | No
     ``motion_curve``. Raises :class:`ClipError` for too few frames, bad indices or no face.
     """
     from mer_keras.preprocess.face import FaceAligner, align_clip, align_frame, estimate_alignment
-    from mer_keras.preprocess.flow import flow_image, optical_strain, tvl1_flow
+    from mer_keras.preprocess.flow import flow_image
     from mer_keras.preprocess.masks import apply_mask, build_mask
-    from mer_keras.preprocess.pipeline import INTERPOLATIONS, ClipFeatures
+    from mer_keras.preprocess.pipeline import INTERPOLATIONS, ClipFeatures, flow_and_strain
 
     options = options or InferenceOptions()
     aligner = aligner or FaceAligner(upsample=config.upsample, fallback_upsample=config.upsample + 1)
@@ -284,7 +286,7 @@ def clip_features(greys: Sequence[np.ndarray], onset: int | None, apex: int | No
         transform = estimate_alignment(points, config.size, margin=config.crop_margin)
         aligned = np.stack([align_frame(greys[i], transform, interpolation=interpolation) for i in selected])
         landmarks_out = transform.transform_points(points)
-        n_fallback = 0
+        n_fallback, transforms = 0, (transform, transform)
     else:  # per-frame alignment (no preset uses it): the library's own routine, reference = onset
         from mer_keras.preprocess.face import NoFaceError
 
@@ -294,6 +296,7 @@ def clip_features(greys: Sequence[np.ndarray], onset: int | None, apex: int | No
         except NoFaceError as exc:
             raise ClipError(f"{source}: {exc}") from None
         aligned, landmarks_out, n_fallback = clip.frames, clip.landmarks, clip.n_fallback
+        transforms = (clip.transforms[0], clip.transforms[-1])
     t = timer.add("alignment", t)
 
     mask = build_mask(landmarks_out, config.size, config.mask)
@@ -307,9 +310,13 @@ def clip_features(greys: Sequence[np.ndarray], onset: int | None, apex: int | No
             raise ClipError(f"{source}: the bundle's pre-processing computes no flow, but its network reads {input_kind!r}")
         if onset == apex:
             raise ClipError(f"{source}: optical flow needs two different frames (onset {onset} = apex {apex})")
-        flow = tvl1_flow(aligned[0], aligned[-1], options.tvl1 or config.flow)
+        ends = (greys[selected[0]], greys[selected[-1]])
+        flow, strain = flow_and_strain(
+            lambda size: (aligned[0], aligned[-1]) if size == config.size else tuple(
+                align_frame(grey, tf.resized(size), interpolation=interpolation)
+                for grey, tf in zip(ends, (transforms[0], transforms[-1]))),
+            config, options.tvl1)
         t = timer.add("tvl1", t)
-        strain = optical_strain(flow, variant=config.strain_variant, derivative=config.strain_derivative)
         flow_m, strain_m = apply_mask(flow, mask), apply_mask(strain, mask)
         opts = config.flow_image
         image = flow_image(flow_m, strain=strain_m, third=opts.third, normalisation=opts.normalisation,

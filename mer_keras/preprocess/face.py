@@ -212,6 +212,22 @@ class AlignmentTransform:
         inv = self.inverse
         return pts @ inv[:, :2].T + inv[:, 2]
 
+    def resized(self, size: int) -> "AlignmentTransform":
+        """The same crop mapped onto a ``size`` x ``size`` output (flow at a working resolution).
+
+        The crop's square covers the output's pixel area ``[-0.5, S - 0.5]`` (see
+        :func:`estimate_alignment`), so ``x_W = (W / S) * (x_S + 0.5) - 0.5``.
+        """
+        size = int(size)
+        if size < 1:
+            raise ValueError(f"size must be >= 1, got {size}")
+        ratio = size / self.output_size
+        matrix = np.array(self.matrix, dtype=np.float64)
+        matrix[:, :2] *= ratio
+        matrix[:, 2] = ratio * (matrix[:, 2] + 0.5) - 0.5
+        return AlignmentTransform(matrix=matrix, output_size=size, angle_deg=self.angle_deg,
+                                  scale=self.scale * ratio, centre=self.centre, crop_side=self.crop_side)
+
     def transform_flow(self, flow: np.ndarray, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
         """Express a raw-frame flow field in output coordinates.
 

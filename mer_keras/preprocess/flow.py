@@ -395,6 +395,44 @@ def warp_forward(image: np.ndarray, flow: np.ndarray, iterations: int = 6, inter
     return cv2.remap(img, x, y, interpolation, borderMode=cv2.BORDER_REPLICATE)
 
 
+def resize_flow(flow: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """A flow field resampled to ``size`` (``S`` or ``(height, width)``), its vectors scaled with it.
+
+    A flow computed at a working resolution and fed to a network of another input size
+    (issue 21: STSTNet's 28 px flow computed on larger crops): the field is area-averaged
+    when it shrinks (``cv2.INTER_AREA``, no aliasing of the motion) and bilinear when it
+    grows, and ``u`` / ``v`` are multiplied by the width / height ratio, because a
+    displacement of ``d`` working pixels is ``d * new / old`` pixels at the new size.
+    """
+    f = _check_flow(flow)
+    height, width = (int(size), int(size)) if np.isscalar(size) else (int(size[0]), int(size[1]))
+    if height < 1 or width < 1:
+        raise ValueError(f"size must be positive, got {size}")
+    old_h, old_w = f.shape[:2]
+    if (old_h, old_w) == (height, width):
+        return f.astype(np.float32, copy=True)
+    shrink = height <= old_h and width <= old_w
+    resized = cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    scale = np.array([width / old_w, height / old_h], dtype=np.float32)
+    return (resized * scale).astype(np.float32)
+
+
+def resize_map(image: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """A scalar map (optical strain, magnitude) resampled like :func:`resize_flow`, values unchanged.
+
+    Strain is a ratio of a displacement to a distance (``du/dx``), both of which scale with
+    the image, so only the sampling changes.
+    """
+    m = np.asarray(image, dtype=np.float32)
+    if m.ndim != 2:
+        raise ValueError(f"expected an H x W map, got shape {m.shape}")
+    height, width = (int(size), int(size)) if np.isscalar(size) else (int(size[0]), int(size[1]))
+    if m.shape == (height, width):
+        return m.copy()
+    shrink = height <= m.shape[0] and width <= m.shape[1]
+    return cv2.resize(m, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
 def endpoint_error(flow: np.ndarray, truth: np.ndarray, mask: np.ndarray | None = None) -> float:
     """Mean end-point error ``|flow - truth|`` in pixels, over ``mask`` (True = count) if given."""
     a, b = _check_flow(flow), _check_flow(truth)

@@ -10,8 +10,9 @@ Order of operations (ShuffleNetV2-SVM Fig. 2; Off-TANet §4.1):
 1. grey conversion, face detection and 68 landmarks on the onset frame;
 2. rotation about the eyes' midpoint (Eq. 1), square crop, resize to ``size`` with cubic
    interpolation -- one warp per frame, the onset's transform reused for every frame
-   by default; the flow is therefore computed *at the network's input size* (for 28 and
-   112 this follows Off-TANet / STSTNet: resize grey crops, then compute flow);
+   by default; the flow is computed at the network's input size unless ``flow_size``
+   names a working resolution (the same crop warped to ``flow_size``, flow and strain
+   computed there and area-resized to ``size``, the vectors scaled);
 3. TV-L1 flow onset -> apex on the aligned, *unmasked* frames; strain from that flow;
 4. the landmark mask (eyes, outside the face) applied to frames, flow and strain.
 
@@ -26,12 +27,12 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import cv2
 import numpy as np
 
-from .face import ALIGN_MODES, FaceAligner, ImageLike, align_clip
+from .face import ALIGN_MODES, FaceAligner, ImageLike, align_clip, align_frame
 from .flow import (
     DERIVATIVES,
     NORMALISATIONS,
@@ -40,6 +41,8 @@ from .flow import (
     TVL1Params,
     flow_image,
     optical_strain,
+    resize_flow,
+    resize_map,
     tvl1_flow,
 )
 from .masks import MaskConfig, apply_mask, build_mask
@@ -87,7 +90,12 @@ class PreprocessConfig:
     ``compute_flow``: ``False`` prepares apex-only clips (aligned, masked frames; no flow,
     strain or flow image) and accepts clips whose onset is their apex (single images).
     It enters :meth:`fingerprint` only when ``False``, so caches prepared before the field
-    existed keep their fingerprint.
+    existed keep their fingerprint. ``flow_size``: the working resolution of the flow
+    (issue 21): the onset and apex are aligned with the same crop at ``flow_size`` px, TV-L1
+    and the strain are computed there, and the flow (vectors scaled) and strain are
+    area-resized to ``size`` (:func:`~mer_keras.preprocess.flow.resize_flow`); ``None`` =
+    computed at ``size`` (and left out of :meth:`fingerprint`). TV-L1 on 28-px frames loses
+    the sub-pixel motion that the same crop at a larger size keeps.
     """
 
     size: int = 112
@@ -102,6 +110,7 @@ class PreprocessConfig:
     flow_image: FlowImageOptions = field(default_factory=FlowImageOptions)
     keep: str = "onset_apex"
     compute_flow: bool = True
+    flow_size: int | None = None
 
     def __post_init__(self) -> None:
         if int(self.size) != self.size or not (8 <= self.size <= 2048):
@@ -122,6 +131,11 @@ class PreprocessConfig:
             raise ValueError(f"keep must be one of {KEEP_MODES}, got {self.keep!r}")
         if not isinstance(self.compute_flow, bool):
             raise TypeError(f"compute_flow must be a bool, got {type(self.compute_flow).__name__}")
+        if self.flow_size is not None:
+            if isinstance(self.flow_size, bool) or int(self.flow_size) != self.flow_size or not (
+                    8 <= self.flow_size <= 2048):
+                raise ValueError(f"flow_size must be None or an integer in [8, 2048], got {self.flow_size!r}")
+            object.__setattr__(self, "flow_size", int(self.flow_size))
         for name, kind in (("mask", MaskConfig), ("flow", TVL1Params), ("flow_image", FlowImageOptions)):
             if not isinstance(getattr(self, name), kind):
                 raise TypeError(f"{name} must be a {kind.__name__}, got {type(getattr(self, name)).__name__}")
@@ -142,7 +156,11 @@ class PreprocessConfig:
         * ``"off_tanet"`` (Off-TANet / ARFNet): 112 px, no mask; strain as the official
           code computes it (``"official"`` formula, unscaled ``cv2.Sobel``) so that inputs
           match the released weights; networks consume the float ``(u, v, strain)``.
-        * ``"ststnet"``: 28 px, no mask; Eq. 4 strain; ``(u, v, strain)`` min-max image.
+        * ``"ststnet"``: 28 px, no mask; Eq. 4 strain; ``(u, v, strain)`` min-max image; the
+          flow and strain computed on the same crop at 112 px and resized to 28
+          (``flow_size=112``): the community's STSTNet flow images are computed on the
+          datasets' face crops at their own resolution and then resized to 28, and TV-L1
+          on 28-px frames loses the sub-pixel motion (``tests/test_flow_resolution.py``).
 
         All presets use ``TVL1Params.fast()`` (see ``mer_keras.preprocess.bench`` for the
         measurement behind it); pass ``flow=TVL1Params()`` for OpenCV's defaults.
@@ -156,7 +174,8 @@ class PreprocessConfig:
             "off_tanet": dict(
                 size=112, mask=MaskConfig.none(), strain_variant="official", strain_derivative="sobel_raw"
             ),
-            "ststnet": dict(size=28, mask=MaskConfig.none(), strain_variant="paper", strain_derivative="sobel"),
+            "ststnet": dict(size=28, mask=MaskConfig.none(), strain_variant="paper", strain_derivative="sobel",
+                            flow_size=112),
         }
         if name not in table:
             raise ValueError(f"unknown preset {name!r}; choose from {PRESETS}")
@@ -190,12 +209,15 @@ class PreprocessConfig:
         """Hex SHA-256 (first ``length`` chars) of the canonical JSON of the config + schema version.
 
         Stable across processes and Python versions (sorted keys, floats via ``repr``);
-        changes when any field changes. ``compute_flow`` is hashed only when ``False`` (its
-        default leaves the fingerprints of existing caches unchanged).
+        changes when any field changes. ``compute_flow`` is hashed only when ``False`` and
+        ``flow_size`` only when set (their defaults leave the fingerprints of existing caches
+        unchanged).
         """
         config = self.to_dict()
         if config["compute_flow"]:
             del config["compute_flow"]
+        if config["flow_size"] is None:
+            del config["flow_size"]
         payload = {"schema": SCHEMA_VERSION, "config": config}
         text = json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False)
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[: int(length)]
@@ -258,6 +280,25 @@ class ClipFeatures:
         )
 
 
+def flow_and_strain(aligned_pair: Callable[[int], tuple[np.ndarray, np.ndarray]], config: PreprocessConfig,
+                    params: TVL1Params | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """TV-L1 flow onset -> apex and its optical strain at ``config.size``, computed at ``config.flow_size``.
+
+    ``aligned_pair(size)`` returns the aligned, unmasked grey onset and apex at ``size`` px
+    (the same crop at every size). With a working resolution (``flow_size``) the flow and
+    strain are computed there and resized to ``size`` (:func:`~mer_keras.preprocess.flow.resize_flow`:
+    area-averaged, vectors scaled; strain unscaled). ``params``: TV-L1 settings other than
+    ``config.flow`` (``predict --realtime``). Shared by ``prepare`` and ``predict``.
+    """
+    work_size = config.flow_size or config.size
+    onset, apex = aligned_pair(work_size)
+    flow = tvl1_flow(onset, apex, params or config.flow)
+    strain = optical_strain(flow, variant=config.strain_variant, derivative=config.strain_derivative)
+    if work_size != config.size:
+        flow, strain = resize_flow(flow, config.size), resize_map(strain, config.size)
+    return flow, strain
+
+
 def preprocess_clip(
     frames: Sequence[ImageLike] | np.ndarray,
     onset_index: int,
@@ -309,8 +350,12 @@ def preprocess_clip(
         return ClipFeatures(onset=apply_mask(onset, mask), apex=apply_mask(apex, mask), flow=None, strain=None,
                             flow_image=None, mask=mask, landmarks=aligned.landmarks.astype(np.float32),
                             n_fallback_frames=int(aligned.n_fallback), frames=frames_m)
-    flow = tvl1_flow(onset, apex, config.flow)
-    strain = optical_strain(flow, variant=config.strain_variant, derivative=config.strain_derivative)
+    ends = (selected[0], selected[-1])
+    flow, strain = flow_and_strain(
+        lambda size: (onset, apex) if size == config.size else tuple(
+            align_frame(frame, tf.resized(size), interpolation=INTERPOLATIONS[config.interpolation])
+            for frame, tf in zip(ends, (aligned.transforms[0], aligned.transforms[-1]))),
+        config)
     flow_m = apply_mask(flow, mask)
     strain_m = apply_mask(strain, mask)
     opts = config.flow_image
