@@ -151,7 +151,9 @@ def _start_prepare_with_workers(data_root, out):
     cmd = [sys.executable, "-m", "mer_keras.cli", "prepare", "--composite", "megc2019", "--data-dir", str(data_root),
            "--preset", "shufflenet", "--size", "160", "--workers", "2", "--no-progress", "--out", str(out)]
     # frame stacks and flow at 160 px: each clip takes long enough that the signal lands mid-run on a loaded machine
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    # a shell that starts jobs in the background (CI) hands them SIGINT ignored; a terminal's Ctrl-C is not
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while time.time() < deadline and not list((out / "clips").glob("[!.]*.npz")):
         time.sleep(0.05)
