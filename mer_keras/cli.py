@@ -13,16 +13,13 @@ stderr (:mod:`mer_keras.quiet`) unless ``TF_CPP_MIN_LOG_LEVEL`` is set or ``--de
 from __future__ import annotations
 
 import argparse
-import contextlib
 import errno
-import importlib
 import inspect
 import logging
 import math
 import os
 import sys
 import tempfile
-import zipfile
 from pathlib import Path
 
 from mer_keras.quiet import quiet_tensorflow
@@ -153,39 +150,6 @@ def check_writable(path, option: str, *, folder: bool = True) -> None:
 
 # ----------------------------------------------------------------------------- the error boundary
 
-SPREADSHEET_SUFFIXES = (".xlsx", ".xlsm", ".xls", ".csv")
-
-
-def _spreadsheet_errors() -> tuple:
-    """Exceptions of a damaged annotation file that are not ``OSError``/``ValueError`` (zip, xml, xlrd, openpyxl)."""
-    import xml.etree.ElementTree
-    import zlib
-
-    found = [zipfile.BadZipFile, zlib.error, EOFError, xml.etree.ElementTree.ParseError]
-    for module, name in (("openpyxl.utils.exceptions", "InvalidFileException"), ("xlrd.biffh", "XLRDError"),
-                         ("lxml.etree", "XMLSyntaxError")):
-        if module.partition(".")[0] in sys.modules:  # only libraries this command loaded can have raised
-            with contextlib.suppress(ImportError, AttributeError):
-                found.append(getattr(importlib.import_module(module), name))
-    return tuple(found)
-
-
-def _file_being_read(exc: BaseException, suffixes=SPREADSHEET_SUFFIXES) -> str | None:
-    """The innermost existing file with one of ``suffixes`` among the local variables of ``exc``'s traceback."""
-    frames = []
-    tb = exc.__traceback__
-    while tb is not None:
-        frames.append(tb.tb_frame)
-        tb = tb.tb_next
-    for frame in reversed(frames):
-        for value in frame.f_locals.values():
-            if isinstance(value, (str, os.PathLike)):
-                text = os.fspath(value)
-                if isinstance(text, str) and text.lower().endswith(suffixes) and os.path.isfile(text):
-                    return text
-    return None
-
-
 def _one_line(text) -> str:
     return "; ".join(line.strip() for line in str(text).splitlines() if line.strip())
 
@@ -204,11 +168,6 @@ def describe_error(exc: BaseException, args) -> tuple[str, int] | None:
         where = f"--data {args.data}: " if getattr(args, "data", None) else ""
         return (f"{where}{exc}; no subject may be on both sides of a split (in a MEGC2019 folder tree each "
                 "subject's u_train holds only the other subjects' u_test images): fix the folders and rerun"), 1
-    if isinstance(exc, _spreadsheet_errors()):
-        path = _file_being_read(exc)
-        what = f"annotation file {path}" if path else "an annotation file"
-        return (f"cannot read {what} ({type(exc).__name__}: {exc}): it is damaged or truncated; copy it again "
-                "from the dataset's distribution"), 1
     if isinstance(exc, OSError) and exc.errno is None:  # raised with a message of ours (FileExistsError, ...)
         return str(exc), 1
     if isinstance(exc, OSError):
