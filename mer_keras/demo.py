@@ -11,8 +11,10 @@
 5. leave-one-subject-out with the ShuffleNetV2-SVM two-stage recipe
    (``"shufflenet_svm_corrected"``: flow-image pre-training, then the SVM head on the
    frames) on a few left-out subjects;
-6. print both reports (pooled UF1/UAR/accuracy, per-subject means, per source dataset), a
-   side-by-side markdown table and the paths of both confusion-matrix figures.
+6. the same two-stage loop, folds and epochs on each frame's change since the onset
+   (``"shufflenet_svm_changes"``, input ``"frame_changes"``; not the paper's input);
+7. print the reports (pooled UF1/UAR/accuracy, per-subject means, per source dataset), a
+   side-by-side markdown table and the paths of the confusion-matrix figures.
 
 Synthetic data. The clips are shaded with the expression's appearance changes at
 :data:`DEMO_APPEARANCE_STRENGTH` = 0.15, below the writer's default 0.24
@@ -32,7 +34,8 @@ Settings of the ShuffleNetV2-SVM run, and why:
   loops of the two stages (the first epoch of each), so three folds instead of all 12 keep
   the demo short. The side-by-side table therefore also lists Off-TANet scored on the same
   three left-out subjects.
-* This run stays at chance on these data. The two-stage recipe classifies single frames
+* The paper's input stays at chance on these data, the frame changes do not (issue 20's
+  diagnosis, docs/benchmarks.md, section "Two-stage diagnosis"). The two-stage recipe classifies single frames
   (the flow images only pre-train the down-sampling layers), and a rendered expression is
   a 0.5-3 px deformation plus a faint shading on a face whose identity differs between
   subjects by 3-10 px: a strongly regularised linear model on the apex frames finds the
@@ -52,6 +55,8 @@ import time
 from pathlib import Path
 
 SHUFFLENET_RECIPE = "shufflenet_svm_corrected"
+CHANGES_RECIPE = "shufflenet_svm_changes"
+"""The same two-stage loop on frame changes since the onset (:mod:`mer_keras.preprocess.changes`)."""
 DEMO_APPEARANCE_STRENGTH = 0.15
 """Shading of the demo's synthetic expressions, below the writer's default (0.24): see the module docstring."""
 
@@ -123,7 +128,8 @@ def run_demo(
     appearance_strength: float = DEMO_APPEARANCE_STRENGTH,
     progress: bool = True,
 ) -> dict:
-    """Run the demo (see the module docstring); returns ``{"off_tanet": report, "shufflenet_svm_corrected": report}``.
+    """Run the demo (see the module docstring); returns the reports of ``"off_tanet"``,
+    ``"shufflenet_svm_corrected"`` and ``"shufflenet_svm_changes"``.
 
     ``epochs``: Off-TANet epochs per fold. ``shufflenet_*``: input size, width multiplier,
     pre-training and training epochs of the ShuffleNetV2-SVM run, and how many left-out
@@ -146,14 +152,14 @@ def run_demo(
         "megc2019", out / "data", subjects_per_dataset=subjects_per_dataset, clips_per_subject=clips_per_subject,
         frame_size=frame_size, n_frames=n_frames, seed=seed, appearance_strength=appearance_strength,
     )
-    print(f"[1/6] synthetic MEGC2019-style composite written to {out / 'data'} in {time.perf_counter() - t0:.1f} s")
+    print(f"[1/7] synthetic MEGC2019-style composite written to {out / 'data'} in {time.perf_counter() - t0:.1f} s")
 
     manifest = megc2019(**{name: roots[name] for name in ("casme2", "samm", "smic")})
-    print(f"[2/6] read back by the real readers: {len(manifest)} clips")
+    print(f"[2/7] read back by the real readers: {len(manifest)} clips")
     print(summarize(manifest).to_string())
 
     result = prepare(manifest, out / "cache", PreprocessConfig.preset("off_tanet"), workers=workers, progress=progress)
-    print("[3/6] Off-TANet preset (112 px, TV-L1 flow and strain): " + result.summary())
+    print("[3/7] Off-TANet preset (112 px, TV-L1 flow and strain): " + result.summary())
     cache = PreparedCache(out / "cache")
     flows = cache.stack("flow")
     magnitude = (flows**2).sum(-1) ** 0.5
@@ -164,7 +170,7 @@ def run_demo(
     sn_cache = out / f"cache_shufflenet_{shufflenet_size}"
     sn_config = PreprocessConfig.preset("shufflenet", size=shufflenet_size, keep="onset_to_apex")
     result = prepare(manifest, sn_cache, sn_config, workers=workers, progress=progress)
-    print(f"[4/6] ShuffleNetV2 preset at {shufflenet_size} px (masked, onset..apex frames kept): " + result.summary())
+    print(f"[4/7] ShuffleNetV2 preset at {shufflenet_size} px (masked, onset..apex frames kept): " + result.summary())
     probe = frame_vs_flow_probe(sn_cache)
     print(f"linear LOSO probe at {shufflenet_size} px: UF1 {probe['apex']:.3f} on single apex frames, "
           f"{probe['flow_image']:.3f} on flow images (chance about 0.33)")
@@ -172,7 +178,7 @@ def run_demo(
     from mer_keras.training import run_loso
 
     n_subjects = cache.manifest[["dataset", "subject"]].drop_duplicates().shape[0]
-    print(f"[5/6] leave-one-subject-out, Off-TANet recipe, {epochs} epochs per fold ({n_subjects} folds)")
+    print(f"[5/7] leave-one-subject-out, Off-TANet recipe, {epochs} epochs per fold ({n_subjects} folds)")
     ot_dir = out / "loso_off_tanet"
     ot = run_loso(out / "cache", recipe="off_tanet", out_dir=ot_dir, epochs=epochs, seed=seed, progress=progress)
     _print_report("Off-TANet", ot, ot_dir)
@@ -180,7 +186,7 @@ def run_demo(
     subjects = sorted(set(ot.predictions["subject"]))
     chosen = _pick_subjects(subjects, shufflenet_folds)
     sn_dir = out / "loso_shufflenet_svm"
-    print(f"[6/6] leave-one-subject-out, ShuffleNetV2-SVM two-stage recipe {SHUFFLENET_RECIPE!r} at {shufflenet_size} px, "
+    print(f"[6/7] leave-one-subject-out, ShuffleNetV2-SVM two-stage recipe {SHUFFLENET_RECIPE!r} at {shufflenet_size} px, "
           f"width {shufflenet_width}x, {shufflenet_pretrain_epochs} pre-training + {shufflenet_epochs} training epochs, "
           + ("every subject left out" if chosen is None else f"left-out subjects {', '.join(chosen)} "
              f"({len(chosen)} of {len(subjects)} folds; each trains on all other subjects)"))
@@ -193,19 +199,30 @@ def run_demo(
                   input_size=shufflenet_size, epochs=shufflenet_epochs, pretrain_epochs=shufflenet_pretrain_epochs,
                   model_kwargs={**base.model_kwargs, "width_multiplier": float(shufflenet_width)})
     _print_report("ShuffleNetV2-SVM", sn, sn_dir)
-    print("  expected near chance on these synthetic data: stage 2 classifies single frames, and a network trained "
-          "from scratch on these few subjects memorises their faces rather than the faint frame cue a linear probe "
-          "finds (see the probe above and the notes in mer_keras/demo.py)")
+    print("  near chance on these synthetic data: stage 2 classifies single frames, and a network trained from "
+          "scratch on these few subjects fits their faces rather than the faint frame cue a linear probe finds")
+
+    ch_dir = out / "loso_shufflenet_svm_changes"
+    print(f"[7/7] the same two-stage loop, folds and epochs on each frame's change since the onset "
+          f"({CHANGES_RECIPE!r}, input 'frame_changes'; not the paper's input)")
+    base = get_recipe(CHANGES_RECIPE)
+    ch = run_loso(sn_cache, recipe=CHANGES_RECIPE, out_dir=ch_dir, subjects=chosen, seed=seed, progress=progress,
+                  input_size=shufflenet_size, epochs=shufflenet_epochs, pretrain_epochs=shufflenet_pretrain_epochs,
+                  model_kwargs={**base.model_kwargs, "width_multiplier": float(shufflenet_width)})
+    _print_report("ShuffleNetV2-SVM on frame changes", ch, ch_dir)
+    print("  why they differ: the same faces, the same faint expression; subtracting the onset cancels the face, so "
+          "the network sees only what the expression changed (docs/benchmarks.md, 'Two-stage diagnosis')")
 
     rows = [ot]
     if chosen is not None:
         same = ot.predictions[ot.predictions["subject"].isin(chosen)]
         rows.append(LOSOReport.from_predictions(same, name=f"off_tanet (same {len(chosen)} left-out subjects)",
                                                 class_names=ot.class_names))
-    rows.append(sn)
+    rows += [sn, ch]
     columns = ["name", "uf1", "uar", "accuracy", "uf1_subject_mean", "uar_subject_mean", "n_clips", "n_folds"]
     print("\nside by side (pooled over the left-out subjects' clips):")
     print(markdown_table(rows, columns))
-    print(f"\nconfusion matrices:\n  {ot_dir / 'confusion_matrix.png'}\n  {sn_dir / 'confusion_matrix.png'}")
+    print(f"\nconfusion matrices:\n  {ot_dir / 'confusion_matrix.png'}\n  {sn_dir / 'confusion_matrix.png'}\n"
+          f"  {ch_dir / 'confusion_matrix.png'}")
     print(f"demo finished in {time.perf_counter() - t0:.1f} s")
-    return {"off_tanet": ot, SHUFFLENET_RECIPE: sn}
+    return {"off_tanet": ot, SHUFFLENET_RECIPE: sn, CHANGES_RECIPE: ch}

@@ -150,18 +150,19 @@ def test_fold_bench_runs_one_tiny_fold_in_a_child_process(tmp_path):
 @pytest.mark.slow
 def test_demo_wiring_runs_both_recipes_and_prints_both_reports(tmp_path, capsys):
     """Tiny sizes, one epoch per stage, one ShuffleNetV2-SVM fold: the wiring, not the numbers."""
-    from mer_keras.demo import SHUFFLENET_RECIPE, run_demo
+    from mer_keras.demo import CHANGES_RECIPE, SHUFFLENET_RECIPE, run_demo
 
     reports = run_demo(tmp_path, subjects_per_dataset=1, clips_per_subject=3, workers=1, epochs=1,
                        shufflenet_size=48, shufflenet_pretrain_epochs=1, shufflenet_epochs=1, shufflenet_folds=1,
                        frame_size=(320, 240), n_frames=5, progress=False)
     text = capsys.readouterr().out
-    assert set(reports) == {"off_tanet", SHUFFLENET_RECIPE}
+    assert set(reports) == {"off_tanet", SHUFFLENET_RECIPE, CHANGES_RECIPE}
     ot, sn = reports["off_tanet"], reports[SHUFFLENET_RECIPE]
     assert ot.metrics["n_folds"] == 3 and sn.metrics["n_folds"] == 1
     assert sn.config["recipe"]["model_kwargs"]["width_multiplier"] == 0.5
     assert sn.config["recipe"]["input_size"] == [48, 48, 3] and sn.config["recipe"]["model_kwargs"]["l2"] < 0.2
-    for run in ("loso_off_tanet", "loso_shufflenet_svm"):
+    assert reports[CHANGES_RECIPE].config["recipe"]["input"] == "frame_changes"
+    for run in ("loso_off_tanet", "loso_shufflenet_svm", "loso_shufflenet_svm_changes"):
         assert (tmp_path / run / "report.json").is_file()
         assert str(tmp_path / run / "confusion_matrix.png") in text
         assert (tmp_path / run / "confusion_matrix.png").stat().st_size > 0

@@ -52,8 +52,8 @@ def random_arrays(n_subjects=4, per_subject=3, seed=0):
 
 def test_recipes_hold_the_paper_values():
     assert available_recipes() == ["arfnet", "bi_woof_svm", "hoof_svm", "lbp_sip_svm", "lbp_top_svm", "mobilevit_transfer",
-                                   "off_tanet", "shufflenet_cbam_svm", "shufflenet_svm", "shufflenet_svm_corrected",
-                                   "shufflenet_vit_svm", "ststnet"]
+                                   "off_tanet", "shufflenet_cbam_svm", "shufflenet_svm", "shufflenet_svm_changes",
+                                   "shufflenet_svm_corrected", "shufflenet_vit_svm", "ststnet"]
     st = get_recipe("ststnet")
     assert isinstance(st, Recipe) and st.input == "flow_image"
     assert st.model_kwargs == {"variant": "original", "fuse_streams": True, "fuse_bn_pool": True}

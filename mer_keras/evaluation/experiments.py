@@ -336,7 +336,7 @@ def _needs(recipe) -> tuple[bool, bool]:
     """(needs frame stacks, needs flow) of a recipe's input."""
     if recipe.trainer == "two_stage":
         return True, True
-    return recipe.input == "frames", recipe.input in ("flow_stack", "flow_image")
+    return recipe.input in ("frames", "frame_changes"), recipe.input in ("flow_stack", "flow_image")
 
 
 def match_cache(spec: DataSpec, recipe, caches: Sequence) -> tuple[Path | None, str]:
@@ -874,7 +874,7 @@ def _row_input(cache: Path, recipe, sources, transform=None):
 
     if recipe.trainer == "two_stage":
         pair = (LOSODataset.from_cache(cache, input="flow_image", sources=sources),
-                LOSODataset.from_cache(cache, input="frames", sources=sources))
+                LOSODataset.from_cache(cache, input=recipe.input, sources=sources))
         return pair if transform is None else tuple(transform(d) for d in pair)
     data = LOSODataset.from_cache(cache, input=recipe.input, sources=sources)
     return data if transform is None else transform(data)

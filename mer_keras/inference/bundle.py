@@ -60,7 +60,7 @@ class BundleFormatError(ValueError):
     """A folder is not a pipeline bundle, or one this version of mer-keras cannot read."""
 
 
-INPUT_CHANNELS = {"flow_stack": 3, "flow_image": 3, "apex": 1, "onset_apex": 2, "frames": 1}
+INPUT_CHANNELS = {"flow_stack": 3, "flow_image": 3, "apex": 1, "onset_apex": 2, "frames": 1, "frame_changes": 1}
 """Channels of the network input per input kind, as :func:`mer_keras.inference.predict.network_input` builds it."""
 SCORE_KINDS = ("probability", "svm_score")
 INPUT_DTYPES = ("float16", "bfloat16", "float32", "float64", "uint8", "int32", "int64")
@@ -69,7 +69,7 @@ INPUT_DTYPES = ("float16", "bfloat16", "float32", "float64", "uint8", "int32", "
 
 def clip_score_rule(input_kind: str) -> str:
     """The ``output.clip_score`` text for an input kind (how :class:`~mer_keras.inference.predict.Pipeline` scores)."""
-    return "mean of the frame scores" if input_kind == "frames" else "the network output"
+    return "mean of the frame scores" if input_kind in ("frames", "frame_changes") else "the network output"
 
 
 def model_input_dtype(model) -> str:
@@ -80,7 +80,7 @@ def model_input_dtype(model) -> str:
 
 def frame_sampling(input_kind: str) -> dict:
     """The frame-sampling rule recorded for a network input kind."""
-    rule = {"frames": "onset_to_apex", "apex": "apex"}.get(input_kind, "onset_apex")
+    rule = {"frames": "onset_to_apex", "frame_changes": "onset_to_apex", "apex": "apex"}.get(input_kind, "onset_apex")
     text = {"onset_apex": "TV-L1 flow from the onset frame to the apex frame (aligned with the onset's face)",
             "onset_to_apex": "every aligned, masked frame from the onset to the apex, each through the network",
             "apex": "the aligned, masked apex frame"}[rule]

@@ -117,7 +117,7 @@ def fit_final(
     cache = data if isinstance(data, PreparedCache) else PreparedCache(path)
 
     if recipe.trainer == "two_stage":
-        source, input_kind = cache, "frames"
+        source, input_kind = cache, recipe.input
     elif recipe.trainer == "transfer":
         source, input_kind = ({"micro": cache, "macro": macro} if macro is not None else cache), recipe.input
     else:

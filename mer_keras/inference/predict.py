@@ -40,6 +40,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from mer_keras.preprocess.changes import frame_changes
 from mer_keras.preprocess.flow import TVL1Params
 
 from .clips import ClipError, ClipSource, RawClip, describe, read_clip
@@ -51,6 +52,8 @@ STAGES = ("read", "detection", "landmarks", "spotting", "alignment", "masks", "t
 """Timed stages of :meth:`Pipeline.predict_clip` (``Prediction.timings_ms`` keys, plus ``total``)."""
 
 FLOW_KINDS = ("flow_stack", "flow_image")
+FRAME_KINDS = ("frames", "frame_changes")
+"""Input kinds that read every aligned, masked frame from the onset to the apex."""
 SINGLE_IMAGE_KINDS = ("apex",)
 
 REALTIME_TVL1 = TVL1Params(nscales=3, warps=1, inner_iterations=20, outer_iterations=3)
@@ -280,7 +283,7 @@ def clip_features(greys: Sequence[np.ndarray], onset: int | None, apex: int | No
         t = timer.add("spotting", t)
     apex = int(apex)
 
-    selected = list(range(onset, apex + 1)) if input_kind == "frames" else [onset, apex]
+    selected = list(range(onset, apex + 1)) if input_kind in FRAME_KINDS else [onset, apex]
     interpolation = INTERPOLATIONS[config.interpolation]
     if config.align_mode == "reuse":
         transform = estimate_alignment(points, config.size, margin=config.crop_margin)
@@ -301,7 +304,7 @@ def clip_features(greys: Sequence[np.ndarray], onset: int | None, apex: int | No
 
     mask = build_mask(landmarks_out, config.size, config.mask)
     onset_m, apex_m = apply_mask(aligned[0], mask), apply_mask(aligned[-1], mask)
-    frames_m = apply_mask(aligned, mask) if input_kind == "frames" else None
+    frames_m = apply_mask(aligned, mask) if input_kind in FRAME_KINDS else None
     t = timer.add("masks", t)
 
     flow_m = strain_m = image = None
@@ -336,7 +339,8 @@ def network_input(features, input_kind: str) -> np.ndarray:
 
     Mirrors :func:`mer_keras.training.datasets._input_from_arrays`: ``flow_stack`` ``1 x S x S
     x 3`` float32 ``(u, v, strain)``; ``flow_image`` ``1 x S x S x 3`` uint8; ``apex`` ``1 x
-    S x S x 1``; ``onset_apex`` ``1 x S x S x 2``; ``frames`` ``T x S x S x 1`` (onset..apex).
+    S x S x 1``; ``onset_apex`` ``1 x S x S x 2``; ``frames`` ``T x S x S x 1`` (onset..apex);
+    ``frame_changes`` the same stack as changes since the onset.
     """
     if input_kind == "flow_stack":
         x = np.concatenate([features.flow.astype(np.float32), features.strain.astype(np.float32)[..., None]], axis=-1)
@@ -348,6 +352,8 @@ def network_input(features, input_kind: str) -> np.ndarray:
         x = np.stack([features.onset, features.apex], axis=-1)
     elif input_kind == "frames":
         return np.asarray(features.frames)[..., None]
+    elif input_kind == "frame_changes":
+        return frame_changes(np.asarray(features.frames))[..., None]
     else:
         raise ValueError(f"unknown input kind {input_kind!r}")
     return x[None]

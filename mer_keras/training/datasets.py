@@ -31,8 +31,9 @@ import pandas as pd
 
 from mer_keras.data.composites import fold_groups
 from mer_keras.data.manifest import LABELS
+from mer_keras.preprocess.changes import frame_changes
 
-INPUT_KINDS = ("flow_stack", "flow_image", "apex", "onset_apex", "frames")
+INPUT_KINDS = ("flow_stack", "flow_image", "apex", "onset_apex", "frames", "frame_changes")
 """What :meth:`LOSODataset.from_cache` can build, per clip (``S`` = the cache's size):
 
 * ``"flow_stack"``: ``S x S x 3`` float32 ``(u, v, strain)`` -- the float input of
@@ -42,8 +43,13 @@ INPUT_KINDS = ("flow_stack", "flow_image", "apex", "onset_apex", "frames")
 * ``"onset_apex"``: ``S x S x 2`` uint8 grey ``(onset, apex)``;
 * ``"frames"``: per clip a ``T x S x S x 1`` uint8 stack of the aligned frames onset..apex
   (needs a cache prepared with ``keep="onset_to_apex"``, e.g. the ``shufflenet`` preset);
-  the dataset is then a *sequence* dataset, see :meth:`LOSODataset.expand_frames`.
+  the dataset is then a *sequence* dataset, see :meth:`LOSODataset.expand_frames`;
+* ``"frame_changes"``: the same stacks as changes since the onset,
+  :func:`mer_keras.preprocess.changes.frame_changes` (uint8 around 128; a sequence dataset).
 """
+
+SEQUENCE_INPUTS = ("frames", "frame_changes")
+"""Input kinds whose samples are per-clip frame stacks (sequence datasets)."""
 
 MEGC_LABEL_FOLDERS = {"0": 0, "1": 1, "2": 2}
 """Label folders of the MEGC2019 exchange layout (official ids: 0 negative, 1 positive, 2 surprise)."""
@@ -221,9 +227,9 @@ class LOSODataset:
         if input not in INPUT_KINDS:
             raise ValueError(f"input must be one of {INPUT_KINDS}, got {input!r}")
         cache = path_or_cache if isinstance(path_or_cache, PreparedCache) else PreparedCache(path_or_cache)
-        if input == "frames" and cache.config.keep != "onset_to_apex":
+        if input in SEQUENCE_INPUTS and cache.config.keep != "onset_to_apex":
             raise ValueError(f"{cache.path} holds no frame stacks (prepared with keep={cache.config.keep!r}); "
-                             "prepare it with keep='onset_to_apex' (e.g. the 'shufflenet' preset) for input='frames'")
+                             f"prepare it with keep='onset_to_apex' (e.g. the 'shufflenet' preset) for input={input!r}")
         if input in ("flow_stack", "flow_image", "onset_apex") and not cache.config.compute_flow:
             raise ValueError(f"{cache.path} holds apex frames only (prepared without flow, e.g. with the "
                              f"'mobilevit_apex' preset) but input={input!r} needs "
@@ -241,13 +247,13 @@ class LOSODataset:
         if table.empty:
             raise ValueError(f"{cache.path} has no labelled clips" + (f" from {list(sources)}" if sources else ""))
         needed = {"flow_stack": ("flow", "strain"), "flow_image": ("flow_image",), "apex": ("apex",),
-                  "onset_apex": ("onset", "apex"), "frames": ("frames",)}[input]
+                  "onset_apex": ("onset", "apex"), "frames": ("frames",), "frame_changes": ("frames",)}[input]
         samples = []
         for file in tqdm(table["file"], desc=f"load {input}", unit="clip", disable=not progress):
             with np.load(cache.path / file) as z:
                 arrays = {k: z[k] for k in needed}
             samples.append(_input_from_arrays(input, arrays))
-        x = _sequence_array(samples) if input == "frames" else np.stack(samples)
+        x = _sequence_array(samples) if input in SEQUENCE_INPUTS else np.stack(samples)
         return cls(x=x, y=table["label_id"].to_numpy(np.int64), subjects=fold_groups(table).to_numpy(object),
                    datasets=table["dataset"].astype(str).to_numpy(object), clips=table["clip"].astype(str).to_numpy(object))
 
@@ -473,6 +479,8 @@ def _input_from_arrays(kind: str, arrays: dict) -> np.ndarray:
         return np.asarray(arrays["apex"])[..., None]
     if kind == "onset_apex":
         return np.stack([arrays["onset"], arrays["apex"]], axis=-1)
+    if kind == "frame_changes":
+        return frame_changes(np.asarray(arrays["frames"]))[..., None]
     return np.asarray(arrays["frames"])[..., None]
 
 

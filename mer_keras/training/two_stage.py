@@ -119,7 +119,7 @@ def load_two_stage_data(data, recipe: Recipe, *, progress: bool = False) -> tupl
                              "(`mer-keras prepare` with the 'shufflenet' preset)")
         cache = data if isinstance(data, PreparedCache) else PreparedCache(data)
         flow = LOSODataset.from_cache(cache, input="flow_image", progress=progress)
-        frames = LOSODataset.from_cache(cache, input="frames", progress=progress)
+        frames = LOSODataset.from_cache(cache, input=recipe.input, progress=progress)
     if flow.is_sequence or not frames.is_sequence:
         raise ValueError("expected (flow images, frame sequences)")
     for column in ("clips", "subjects", "datasets", "y"):
