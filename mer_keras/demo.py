@@ -194,10 +194,12 @@ def run_demo(
           "loss at initialisation and training collapses onto one class (tests/test_two_stage.py)")
     from mer_keras.training import get_recipe
 
-    base = get_recipe(SHUFFLENET_RECIPE)
-    sn = run_loso(sn_cache, recipe=SHUFFLENET_RECIPE, out_dir=sn_dir, subjects=chosen, seed=seed, progress=progress,
-                  input_size=shufflenet_size, epochs=shufflenet_epochs, pretrain_epochs=shufflenet_pretrain_epochs,
-                  model_kwargs={**base.model_kwargs, "width_multiplier": float(shufflenet_width)})
+    def two_stage(name: str, run_dir: Path):
+        return run_loso(sn_cache, recipe=name, out_dir=run_dir, subjects=chosen, seed=seed, progress=progress,
+                        input_size=shufflenet_size, epochs=shufflenet_epochs, pretrain_epochs=shufflenet_pretrain_epochs,
+                        model_kwargs={**get_recipe(name).model_kwargs, "width_multiplier": float(shufflenet_width)})
+
+    sn = two_stage(SHUFFLENET_RECIPE, sn_dir)
     _print_report("ShuffleNetV2-SVM", sn, sn_dir)
     print("  near chance on these synthetic data: stage 2 classifies single frames, and a network trained from "
           "scratch on these few subjects fits their faces rather than the faint frame cue a linear probe finds")
@@ -205,10 +207,7 @@ def run_demo(
     ch_dir = out / "loso_shufflenet_svm_changes"
     print(f"[7/7] the same two-stage loop, folds and epochs on each frame's change since the onset "
           f"({CHANGES_RECIPE!r}, input 'frame_changes'; not the paper's input)")
-    base = get_recipe(CHANGES_RECIPE)
-    ch = run_loso(sn_cache, recipe=CHANGES_RECIPE, out_dir=ch_dir, subjects=chosen, seed=seed, progress=progress,
-                  input_size=shufflenet_size, epochs=shufflenet_epochs, pretrain_epochs=shufflenet_pretrain_epochs,
-                  model_kwargs={**base.model_kwargs, "width_multiplier": float(shufflenet_width)})
+    ch = two_stage(CHANGES_RECIPE, ch_dir)
     _print_report("ShuffleNetV2-SVM on frame changes", ch, ch_dir)
     print("  why they differ: the same faces, the same faint expression; subtracting the onset cancels the face, so "
           "the network sees only what the expression changed (docs/benchmarks.md, 'Two-stage diagnosis')")
