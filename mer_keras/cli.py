@@ -207,9 +207,10 @@ def _parse_roots(pairs: list[str]) -> dict[str, Path]:
     return roots
 
 
-def load_manifest(args):
-    """The manifest selected by --dataset/--composite, --root and --data-dir."""
+def load_manifest(args, release: str = "raw"):
+    """The manifest selected by --dataset/--composite, --root and --data-dir, read from ``release``'s frames."""
     from mer_keras.data import COMPOSITES, load_dataset
+    from mer_keras.data.composites import MACRO_COMPOSITES
 
     roots = _parse_roots(args.root)
     if bool(args.dataset) == bool(args.composite):
@@ -223,7 +224,10 @@ def load_manifest(args):
             root = next(iter(roots.values()))
         if root is None or not Path(root).exists():
             raise CLIError(f"no root for {args.dataset}: pass --root {args.dataset}=PATH or --data-dir")
-        return load_dataset(args.dataset, root)
+        return load_dataset(args.dataset, root, **({"release": release} if release != "raw" else {}))
+    if release != "raw" and args.composite in MACRO_COMPOSITES:
+        raise CLIError(f"{args.composite} is a macro-expression composite without a cropped release; prepare it "
+                       "with --source aligned or an aligned preset (mobilevit_apex)")
     fn = COMPOSITES[args.composite]
     names = _composite_parts(fn)
     kwargs = {}
@@ -237,6 +241,8 @@ def load_manifest(args):
         raise CLIError(f"{args.composite} has no part {sorted(unknown)}; its parts are {names}")
     if not kwargs:
         raise CLIError(f"no dataset roots for {args.composite}: pass --root NAME=PATH for some of {names}")
+    if release != "raw":
+        kwargs["release"] = release
     return fn(**kwargs)
 
 
@@ -254,7 +260,9 @@ def cmd_synth(args) -> int:
 
     out = Path(args.out)
     check_writable(out, "--out")
-    kwargs = dict(seed=args.seed, photos=args.photos, n_frames=args.frames)
+    kwargs = dict(seed=args.seed, photos=args.photos, n_frames=args.frames, release=args.release or "both")
+    if args.release is None and args.name not in COMPOSITES and args.name not in synthetic.CROPPED_RELEASES:
+        kwargs["release"] = "raw"  # the default: both releases where the dataset has two
     if args.counts:
         kwargs["counts"] = args.counts
     if args.name in COMPOSITES:
@@ -281,12 +289,25 @@ def cmd_prepare(args) -> int:
 
     check_writable(args.out, "--out")
     check_output_folder(args.out)  # before reading the dataset: a folder that is not a cache is refused first
-    manifest = load_manifest(args)
-    if args.labelled_only:
-        manifest = manifest[manifest["label_id"] >= 0]
     config = PreprocessConfig.preset(args.preset)
+    if args.source == "aligned" and config.source == "cropped":  # the cropped preset's input from raw frames
+        config = PreprocessConfig.preset(f"{args.preset}_aligned")
+    elif args.source == "cropped" and config.source == "aligned":
+        raise CLIError(f"--preset {args.preset} aligns raw frames with landmarks (its paper's route); "
+                       "--source cropped is for the presets of the official codes (off_tanet, ststnet)")
     if args.size is not None:
         config = config.replace(size=args.size)
+    try:
+        manifest = load_manifest(args, release=config.release)
+    except (ValueError, FileNotFoundError) as exc:
+        if config.release != "cropped":
+            raise
+        raise CLIError(f"{exc}. On the command line: --source aligned prepares the same input from raw frames "
+                       f"(preset {args.preset}_aligned)") from exc
+    if args.labelled_only:
+        manifest = manifest[manifest["label_id"] >= 0]
+    print(f"preset {args.preset}: source {config.source} ({config.release} frames), {config.size} px, "
+          f"fingerprint {config.fingerprint()}")
     print(summarize(manifest).to_string())
     result = prepare(manifest, args.out, config, workers=args.workers, progress=not args.no_progress)
     print(result.summary())
@@ -526,6 +547,7 @@ def cmd_export(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from mer_keras.data import COMPOSITES
+    from mer_keras.preprocess.pipeline import PRESETS
 
     parser = _Parser(
         prog="mer-keras",
@@ -550,14 +572,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--photos", help="folder of your own frontal face photos to build subjects from")
     p.add_argument("--counts", choices=["real"], help="'real': annotation-only twin with the real clip counts")
+    p.add_argument("--release", choices=["raw", "cropped", "both"],
+                   help="which releases to write: the raw frames, the dataset's cropped face release, or both "
+                        "(default, as the real downloads ship them; datasets without a cropped release get raw)")
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("prepare", help="align, mask and compute TV-L1 flow for every clip into a resumable cache")
     _add_source_args(p, COMPOSITES)
     p.add_argument("--out", required=True, help="cache folder (rerun to resume)")
-    p.add_argument("--preset", default="shufflenet",
-                   choices=["shufflenet", "mobilevit", "mobilevit_apex", "off_tanet", "ststnet"],
-                   help="mobilevit_apex: apex frames only, no flow (macro sets with single images, e.g. JAFFE)")
+    p.add_argument("--preset", default="shufflenet", choices=list(PRESETS),
+                   help="mobilevit_apex: apex frames only, no flow (macro sets with single images, e.g. JAFFE); "
+                        "off_tanet and ststnet read the datasets' cropped releases as the official codes do, "
+                        "their *_aligned twins align raw frames")
+    p.add_argument("--source", choices=["aligned", "cropped"],
+                   help="override the preset's input: 'aligned' (landmark alignment of raw frames, for data without "
+                        "a cropped release) or 'cropped' (the dataset's cropped release as it is)")
     p.add_argument("--size", type=CROP_SIZE, help="override the preset's crop size")
     p.add_argument("--workers", type=_count(1, "a process count"), help="processes (default: all cores)")
     p.add_argument("--labelled-only", action="store_true", help="skip clips without a 3-class label")

@@ -150,16 +150,18 @@ def run_demo(
     t0 = time.perf_counter()
     roots = write_composite(
         "megc2019", out / "data", subjects_per_dataset=subjects_per_dataset, clips_per_subject=clips_per_subject,
-        frame_size=frame_size, n_frames=n_frames, seed=seed, appearance_strength=appearance_strength,
+        frame_size=frame_size, n_frames=n_frames, seed=seed, appearance_strength=appearance_strength, release="both",
     )
     print(f"[1/7] synthetic MEGC2019-style composite written to {out / 'data'} in {time.perf_counter() - t0:.1f} s")
 
-    manifest = megc2019(**{name: roots[name] for name in ("casme2", "samm", "smic")})
-    print(f"[2/7] read back by the real readers: {len(manifest)} clips")
+    parts = {name: roots[name] for name in ("casme2", "samm", "smic")}
+    manifest = megc2019(**parts)
+    cropped = megc2019(**parts, release="cropped")
+    print(f"[2/7] read back by the real readers: {len(manifest)} clips (raw frames and the cropped releases)")
     print(summarize(manifest).to_string())
 
-    result = prepare(manifest, out / "cache", PreprocessConfig.preset("off_tanet"), workers=workers, progress=progress)
-    print("[3/7] Off-TANet preset (112 px, TV-L1 flow and strain): " + result.summary())
+    result = prepare(cropped, out / "cache", PreprocessConfig.preset("off_tanet"), workers=workers, progress=progress)
+    print("[3/7] Off-TANet preset (the cropped releases at 112 px, TV-L1 flow and strain): " + result.summary())
     cache = PreparedCache(out / "cache")
     flows = cache.stack("flow")
     magnitude = (flows**2).sum(-1) ** 0.5

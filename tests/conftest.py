@@ -11,11 +11,12 @@ import pytest  # noqa: E402
 
 @pytest.fixture(scope="session")
 def megc_tiny(tmp_path_factory):
-    """A tiny synthetic MEGC2019-style composite (2 subjects x 2 clips per dataset), real layouts."""
+    """A tiny synthetic MEGC2019-style composite (2 subjects x 2 clips per dataset), real layouts, both releases."""
     from mer_keras.data.synthetic import write_composite
 
     root = tmp_path_factory.mktemp("megc_tiny")
-    roots = write_composite("megc2019", root, subjects_per_dataset=2, clips_per_subject=2, n_frames=9, seed=3)
+    roots = write_composite("megc2019", root, subjects_per_dataset=2, clips_per_subject=2, n_frames=9, seed=3,
+                            release="both")
     return root, roots
 
 
@@ -25,6 +26,15 @@ def megc_tiny_manifest(megc_tiny):
 
     _, roots = megc_tiny
     return megc2019(casme2=roots["casme2"], samm=roots["samm"], smic=roots["smic"])
+
+
+@pytest.fixture(scope="session")
+def megc_tiny_cropped(megc_tiny):
+    """The tiny composite read from its cropped releases (the input of the ``off_tanet`` and ``ststnet`` presets)."""
+    from mer_keras.data import megc2019
+
+    _, roots = megc_tiny
+    return megc2019(casme2=roots["casme2"], samm=roots["samm"], smic=roots["smic"], release="cropped")
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ the data carry a learnable signal, so a chance score is not just a model that le
 
 Data: a synthetic MEGC2019-style composite (2 subjects per dataset x 14 clips, 320 x 240
 frames, 7 frames per clip; 66 labelled clips after the composite's rules, 6 LOSO folds),
-prepared with the Off-TANet preset at 56 px (float ``(u, v, strain)``) and mean-pooled 2 x 2
+prepared with the aligned Off-TANet preset (``off_tanet_aligned``) at 56 px (float ``(u, v, strain)``) and mean-pooled 2 x 2
 in memory to 28 x 28 x 3 for the STSTNet network (1,683 parameters, the cheapest model to
 train). TV-L1 computed directly at 28 px is noisier (pooled UF1 about 0.6 in this setting,
 measured while writing this test), hence the pooling. Recipe: ``ststnet`` reading the
@@ -75,7 +75,7 @@ def flow_28(tmp_path_factory):
                             frame_size=(320, 240), n_frames=7, seed=5)
     manifest = megc2019(**roots)
     manifest = manifest[manifest["label_id"] >= 0]
-    prepare(manifest, root / "cache", PreprocessConfig.preset("off_tanet", size=56), workers=1, progress=False)
+    prepare(manifest, root / "cache", PreprocessConfig.preset("off_tanet_aligned", size=56), workers=1, progress=False)
     ds = LOSODataset.from_cache(root / "cache", input="flow_stack")
     n, h, w, c = ds.x.shape
     x = ds.x.reshape(n, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4)).astype(np.float32)

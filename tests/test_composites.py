@@ -24,9 +24,11 @@ logging.getLogger("mer_keras.data").setLevel(logging.ERROR)
 
 @pytest.fixture(scope="module")
 def twin(tmp_path_factory):
+    """The structural twins of every micro composite, each with its raw frames and (but MMEW) its cropped release."""
     root = tmp_path_factory.mktemp("twin")
-    roots = write_composite("shufflenet", root, counts="real")  # casme2, smic, samm, mmew
-    roots.update({k: v for k, v in write_composite("off_tanet", root, counts="real").items() if k != "casme2"})
+    roots = write_composite("shufflenet", root, counts="real", release="both")  # casme2, smic, samm, mmew (raw)
+    roots.update({k: v for k, v in write_composite("off_tanet", root, counts="real", release="both").items()
+                  if k != "casme2"})
     return roots
 
 
@@ -35,7 +37,8 @@ def _table(manifest):
 
 
 def _expected(rows):
-    return pd.DataFrame(rows, index=list(rows), columns=["negative", "positive", "surprise", "total", "subjects"]).astype(int)
+    columns = ["negative", "positive", "surprise", "total", "subjects"]
+    return pd.DataFrame(rows, index=list(rows), columns=columns).astype(int)
 
 
 def test_megc2019_exact_counts(twin):
@@ -51,7 +54,8 @@ def test_megc2019_exact_counts(twin):
     keys = set(zip(m["subject"], m["clip"]))
     assert ("sub04", "EP12_01f") not in keys and ("sub05", "EP09_05f") not in keys
     issues = m.attrs["issues"]
-    assert list(issues[["dataset", "clip", "action"]].itertuples(index=False, name=None)) == [("samm", "032_3_1", "fixed")]
+    rows = list(issues[["dataset", "clip", "action"]].itertuples(index=False, name=None))
+    assert rows == [("samm", "032_3_1", "fixed")]
 
 
 def test_off_tanet_exact_counts(twin):
@@ -112,3 +116,65 @@ def test_rendered_composites_and_issues(tmp_path):
     joined = mm.merge(gt.reset_index(), on=["dataset", "subject", "clip"], suffixes=("", "_gt"))
     assert len(joined) == len(mm)
     assert (joined["label"] == joined["motion_label"]).all()
+
+
+# ----------------------------------------------------------------------------- releases
+
+CLIP_COLUMNS = ["dataset", "subject", "clip", "label", "label_id", "onset", "apex", "offset", "frame_numbers"]
+
+
+def _clips(manifest):
+    return manifest.sort_values(["dataset", "subject", "clip"]).reset_index(drop=True)[CLIP_COLUMNS]
+
+
+def test_off_tanet_composite_reads_the_cropped_releases(twin):
+    roots = {k: twin[k] for k in ("casme", "casme2", "casme_sq")}
+    raw = off_tanet_composite(**roots)
+    cropped = off_tanet_composite(**roots, release="cropped")
+    validate_manifest(cropped)
+    assert len(cropped) == 294 and fold_groups(cropped).nunique() == 49  # datasets.md's table, from the crops
+    pd.testing.assert_frame_equal(_clips(raw), _clips(cropped))
+    assert set(raw["release"]) == {"raw"} and set(cropped["release"]) == {"cropped"}
+    assert all("/Cropped/" in f[0] or "/cropped/" in f[0] for f in cropped["frames"])
+    same = load_composite("off_tanet", release="cropped", **roots)
+    pd.testing.assert_frame_equal(_clips(same), _clips(cropped))
+    mixed = off_tanet_composite(**roots, release="cropped", casme2_release="raw")  # a per-source override wins
+    assert mixed.groupby("dataset")["release"].agg(set).to_dict() == {
+        "casme": {"cropped"}, "casme2": {"raw"}, "casme_sq": {"cropped"}}
+
+
+def test_megc2019_and_mobilevit_read_the_cropped_releases(twin):
+    roots = {k: twin[k] for k in ("casme2", "samm", "smic")}
+    for build in (megc2019, mobilevit_micro):
+        raw, cropped = build(**roots), build(**roots, release="cropped")
+        pd.testing.assert_frame_equal(_clips(raw), _clips(cropped))
+        assert set(cropped["release"]) == {"cropped"}
+    assert len(megc2019(**roots, release="cropped")) == 442
+    with pytest.raises(ValueError, match="release must be one of"):
+        megc2019(release="crops")  # checked at the boundary, even without roots
+
+
+def test_shufflenet_cropped_release_and_mmew(twin):
+    roots = {k: twin[k] for k in ("casme2", "smic", "samm", "mmew")}
+    with pytest.raises(ValueError, match="mmew: MMEW has no documented cropped release"):
+        shufflenet_composite(**roots, release="cropped")
+    without = shufflenet_composite(**{k: v for k, v in roots.items() if k != "mmew"}, release="cropped")
+    assert set(without["release"]) == {"cropped"} and "mmew" not in set(without["dataset"])
+    mixed = shufflenet_composite(**roots, release="cropped", mmew_release="raw")
+    pd.testing.assert_frame_equal(_clips(mixed), _clips(shufflenet_composite(**roots)))
+    assert mixed.groupby("dataset")["release"].agg(set).to_dict() == {
+        "casme2": {"cropped"}, "samm": {"cropped"}, "smic": {"cropped"}, "mmew": {"raw"}}
+    with pytest.raises(ValueError, match="macro-expression datasets have no cropped release"):
+        load_composite("mobilevit_macro", release="cropped")
+
+
+def test_rendered_off_tanet_composite_in_both_releases(tmp_path):
+    roots = write_composite("off_tanet", tmp_path, subjects_per_dataset=2, clips_per_subject=3, n_frames=5,
+                            frame_size=(320, 240), release="both")
+    raw, cropped = off_tanet_composite(**roots), off_tanet_composite(**roots, release="cropped")
+    assert len(raw) > 0
+    pd.testing.assert_frame_equal(_clips(raw), _clips(cropped))
+    gt = pd.concat([load_ground_truth(r) for r in roots.values()]).set_index(["dataset", "subject", "clip"])
+    joined = cropped.merge(gt.reset_index(), on=["dataset", "subject", "clip"], suffixes=("", "_gt"))
+    assert len(joined) == len(cropped)
+    assert joined["crop_x0"].notna().all() and (joined["label"] == joined["motion_label"]).all()

@@ -45,8 +45,11 @@ def test_resize_map_keeps_a_strain_value():
 
 
 def test_flow_size_is_validated_and_fingerprinted_only_when_set():
-    assert PreprocessConfig.preset("ststnet").flow_size == 112  # the preset computes the flow on 112-px crops
-    base = PreprocessConfig.preset("ststnet", flow_size=None)
+    assert PreprocessConfig.preset("ststnet_aligned").flow_size == 112  # the flow on 112-px aligned crops
+    assert PreprocessConfig.preset("ststnet").flow_size == "crop"  # at the released crop's own resolution
+    with pytest.raises(ValueError, match="needs source='cropped'"):
+        PreprocessConfig.preset("ststnet_aligned", flow_size="crop")
+    base = PreprocessConfig.preset("ststnet_aligned", flow_size=None)
     assert PreprocessConfig.preset("off_tanet").flow_size is None
     assert base.fingerprint() == PreprocessConfig.from_dict({k: v for k, v in base.to_dict().items()
                                                               if k != "flow_size"}).fingerprint()
@@ -106,17 +109,38 @@ def test_flow_at_a_working_resolution_has_the_lower_end_point_error(rendered):
 
 
 def test_preprocess_clip_computes_the_flow_at_flow_size(rendered):
-    """The ``ststnet`` preset's flow (``flow_size=112``) is nearer the truth than flow on 28-px frames."""
+    """The ``ststnet_aligned`` preset's flow (``flow_size=112``) is nearer the truth than flow on 28-px frames."""
     from mer_keras.preprocess.face import estimate_alignment
     from mer_keras.preprocess.masks import MaskConfig, build_mask
 
     onset, apex, truth, points = rendered[2]
     frames = [onset, apex]
-    small = preprocess_clip(frames, 0, 1, PreprocessConfig.preset("ststnet", flow_size=None))
-    working = preprocess_clip(frames, 0, 1, PreprocessConfig.preset("ststnet"))  # flow_size=112
+    small = preprocess_clip(frames, 0, 1, PreprocessConfig.preset("ststnet_aligned", flow_size=None))
+    working = preprocess_clip(frames, 0, 1, PreprocessConfig.preset("ststnet_aligned"))  # flow_size=112
     assert working.flow.shape == small.flow.shape == (28, 28, 2) and working.strain.shape == (28, 28)
     np.testing.assert_array_equal(working.onset, small.onset)  # the frames stay the 28-px crops
     tf = estimate_alignment(points, 28)
     face = build_mask(tf.transform_points(points), 28, MaskConfig(mask_eyes=False))
     gt = tf.transform_flow(truth)
     assert endpoint_error(working.flow, gt, face) < endpoint_error(small.flow, gt, face)
+
+
+def test_cropped_route_computes_the_flow_at_the_crops_resolution(rendered):
+    """The ``ststnet`` preset on a released-style crop: flow at the crop's own resolution, resized to 28 px, is
+    nearer the truth than flow on the crop resized to 28 px (the community's STSTNet inputs, preprocessing.md)."""
+    from mer_keras.data.synthetic.cropped import crop, crop_box
+
+    errors = []
+    for onset, apex, truth, points in rendered:
+        box = crop_box(points, (onset.shape[1], onset.shape[0]))
+        crops = [crop(onset, box), crop(apex, box)]
+        gt = resize_flow(crop(truth, box), 28)
+        native = preprocess_clip(crops, 0, 1, PreprocessConfig.preset("ststnet"))  # flow_size="crop"
+        small = preprocess_clip(crops, 0, 1, PreprocessConfig.preset("ststnet", flow_size=None))
+        assert native.flow.shape == small.flow.shape == (28, 28, 2)
+        np.testing.assert_array_equal(native.onset, small.onset)
+        face = np.ones((28, 28), bool)
+        errors.append((endpoint_error(small.flow, gt, face), endpoint_error(native.flow, gt, face)))
+    print("EPE at 28 px, cropped route (TV-L1 on 28-px crops, at the crop's resolution resized):",
+          np.round(errors, 4).tolist())
+    assert all(native < small for small, native in errors)

@@ -20,13 +20,13 @@ QUICK = get_recipe("ststnet").quick()  # 4 epochs
 
 
 @pytest.fixture(scope="module")
-def ststnet_cache(megc_tiny_manifest, tmp_path_factory):
+def ststnet_cache(megc_tiny_cropped, tmp_path_factory):
     """The tiny MEGC composite prepared with the 28x28 STSTNet preset (6 subjects, 12 clips)."""
     from mer_keras.preprocess.cache import prepare
     from mer_keras.preprocess.pipeline import PreprocessConfig
 
     out = tmp_path_factory.mktemp("ststnet_cache")
-    manifest = megc_tiny_manifest[megc_tiny_manifest["label_id"] >= 0]
+    manifest = megc_tiny_cropped[megc_tiny_cropped["label_id"] >= 0]
     prepare(manifest, out, PreprocessConfig.preset("ststnet"), workers=1, progress=False)
     return out
 

@@ -17,6 +17,7 @@ from mer_keras.preprocess.masks import MaskConfig
 from mer_keras.preprocess.pipeline import (
     ClipFeatures,
     FlowImageOptions,
+    PRESETS,
     PreprocessConfig,
     preprocess_clip,
 )
@@ -29,6 +30,7 @@ ALTERNATIVES = {
     "keep": "onset_to_apex",
     "third": "magnitude",
     "normalisation": "clip",
+    "source": "cropped",
 }
 
 
@@ -56,12 +58,12 @@ def altered(path, value):
 
 
 def test_fingerprint_changes_with_every_parameter():
-    base = PreprocessConfig.preset("off_tanet")
+    base = PreprocessConfig.preset("off_tanet_aligned")  # unmasked, so that source='cropped' is a valid change
     d = base.to_dict()
     assert PreprocessConfig.from_dict(json.loads(json.dumps(d))) == base
     assert PreprocessConfig.from_dict(d).fingerprint() == base.fingerprint()
-    assert PreprocessConfig.preset("off_tanet").fingerprint() == base.fingerprint()
-    seen = {base.fingerprint()}
+    assert PreprocessConfig.preset("off_tanet_aligned").fingerprint() == base.fingerprint()
+    seen = {base.fingerprint(), PreprocessConfig.preset("off_tanet").fingerprint()}
     n = 0
     for path, value in leaves(d):
         changed = copy.deepcopy(d)
@@ -81,7 +83,7 @@ def test_fingerprint_is_stable_across_processes():
     code = "from mer_keras.preprocess.pipeline import PreprocessConfig as C; print(C.preset('shufflenet').fingerprint())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == cfg.fingerprint()
-    assert len({PreprocessConfig.preset(p).fingerprint() for p in ("shufflenet", "mobilevit", "off_tanet", "ststnet")}) == 4
+    assert len({PreprocessConfig.preset(p).fingerprint() for p in PRESETS}) == len(PRESETS)
 
 
 def test_config_validation():
@@ -109,7 +111,8 @@ def raw_clip():
     return [warp_forward(frame, unit * a) for a in (0.0, 1.5, 3.0, 4.0, 2.0)]
 
 
-EXPECTED = {"shufflenet": 224, "mobilevit": 256, "off_tanet": 112, "ststnet": 28}
+EXPECTED = {"shufflenet": 224, "mobilevit": 256, "off_tanet": 112, "ststnet": 28, "off_tanet_aligned": 112,
+            "ststnet_aligned": 28}
 
 
 @pytest.mark.parametrize("preset", list(EXPECTED))
@@ -137,8 +140,10 @@ def test_preprocess_clip_shapes_per_preset(raw_clip, preset):
     assert np.hypot(feats.flow[..., 0], feats.flow[..., 1])[feats.mask].mean() > 0.05 * s / 112
     if preset == "shufflenet":
         assert not feats.mask.all() and feats.mask.mean() > 0.3
-    if preset in ("off_tanet", "ststnet"):
+    if preset.startswith(("off_tanet", "ststnet")):
         assert feats.mask.all()
+    if cfg.source == "cropped":  # the frame taken as the crop: no landmarks
+        assert np.isnan(feats.landmarks).all()
     arrays = feats.to_arrays()
     back = ClipFeatures.from_arrays(arrays)
     np.testing.assert_array_equal(back.flow, feats.flow)
@@ -148,7 +153,7 @@ def test_preprocess_clip_shapes_per_preset(raw_clip, preset):
 def test_preprocess_clip_per_frame_fallback_and_errors(raw_clip):
     blank = np.full_like(raw_clip[0], 100)
     clip = [raw_clip[0], blank, raw_clip[3]]
-    cfg = PreprocessConfig.preset("ststnet", align_mode="per_frame", keep="onset_to_apex")
+    cfg = PreprocessConfig.preset("ststnet_aligned", align_mode="per_frame", keep="onset_to_apex")
     feats = preprocess_clip(clip, 0, 2, cfg)
     assert feats.n_fallback_frames == 1 and feats.frames.shape == (3, 28, 28)
     with pytest.raises(ValueError):
@@ -161,8 +166,8 @@ def test_preprocess_clip_per_frame_fallback_and_errors(raw_clip):
 
 def test_flow_is_computed_before_masking(raw_clip):
     """Masking the frames before the flow would create edges at the mask boundary; not done."""
-    masked = PreprocessConfig.preset("off_tanet", mask=MaskConfig(), flow=TVL1Params.fast())
-    plain = PreprocessConfig.preset("off_tanet", flow=TVL1Params.fast())
+    masked = PreprocessConfig.preset("off_tanet_aligned", mask=MaskConfig())
+    plain = PreprocessConfig.preset("off_tanet_aligned")
     a = preprocess_clip(raw_clip, 0, 3, masked)
     b = preprocess_clip(raw_clip, 0, 3, plain)
     np.testing.assert_allclose(a.flow[a.mask], b.flow[a.mask], atol=1e-6)
@@ -176,13 +181,14 @@ def test_compute_flow_enters_the_fingerprint_only_when_off():
 
     from mer_keras.preprocess.pipeline import SCHEMA_VERSION
 
-    for name in ("shufflenet", "mobilevit", "off_tanet", "ststnet"):
+    for name in ("shufflenet", "mobilevit", "off_tanet", "ststnet", "off_tanet_aligned", "ststnet_aligned"):
         cfg = PreprocessConfig.preset(name)
         assert cfg.compute_flow is True
         # a cache.json written before the fields (flow_size: None, the default, is not hashed either)
-        legacy = {k: v for k, v in cfg.to_dict().items() if k not in ("compute_flow", "flow_size")}
+        legacy = {k: v for k, v in cfg.to_dict().items() if k not in ("compute_flow", "flow_size", "source")}
         text = json.dumps({"schema": SCHEMA_VERSION, "config": legacy}, sort_keys=True, separators=(",", ":"))
-        if cfg.flow_size is None:  # existing caches stay valid (the ststnet preset's flow_size changed its inputs)
+        if cfg.flow_size is None and cfg.source == "aligned":  # existing caches stay valid
+            # (the ststnet and off_tanet presets' new sources and flow sizes changed their inputs: stale caches)
             assert cfg.fingerprint() == hashlib.sha256(text.encode()).hexdigest()[:16], name
             assert PreprocessConfig.from_dict(legacy) == cfg
         else:

@@ -16,32 +16,33 @@ from mer_keras.preprocess.pipeline import PreprocessConfig
 STSTNET = PreprocessConfig.preset("ststnet")  # 28x28: the cheapest preset
 
 
-def test_prepare_writes_every_clip(megc_tiny_manifest, tmp_path):
-    result = prepare(megc_tiny_manifest, tmp_path, STSTNET, workers=2, progress=False)
-    assert result.n_computed == len(megc_tiny_manifest) and result.n_reused == 0
+def test_prepare_writes_every_clip(megc_tiny_cropped, tmp_path):
+    result = prepare(megc_tiny_cropped, tmp_path, STSTNET, workers=2, progress=False)
+    assert result.n_computed == len(megc_tiny_cropped) and result.n_reused == 0
     assert result.skipped.empty, result.skipped
     cache = PreparedCache(tmp_path)
-    assert list(cache.manifest["clip"]) == list(megc_tiny_manifest["clip"])
+    assert list(cache.manifest["clip"]) == list(megc_tiny_cropped["clip"])
     images = cache.stack("flow_image")
-    assert images.shape == (len(megc_tiny_manifest), 28, 28, 3) and images.dtype == np.uint8
+    assert images.shape == (len(megc_tiny_cropped), 28, 28, 3) and images.dtype == np.uint8
     flow = cache.stack("flow")
     assert np.isfinite(flow).all() and np.abs(flow).max() > 0
     assert cache.config == STSTNET
 
 
-def test_parameter_change_invalidates_and_rerun_reuses(megc_tiny_manifest, tmp_path):
-    first = prepare(megc_tiny_manifest, tmp_path, STSTNET, workers=1, progress=False)
-    again = prepare(megc_tiny_manifest, tmp_path, STSTNET, workers=1, progress=False)
+def test_parameter_change_invalidates_and_rerun_reuses(megc_tiny_cropped, tmp_path):
+    first = prepare(megc_tiny_cropped, tmp_path, STSTNET, workers=1, progress=False)
+    again = prepare(megc_tiny_cropped, tmp_path, STSTNET, workers=1, progress=False)
     assert again.n_reused == first.n_computed and again.n_computed == 0
     changed = STSTNET.replace(size=32)
     assert changed.fingerprint() != STSTNET.fingerprint()
-    third = prepare(megc_tiny_manifest, tmp_path, changed, workers=1, progress=False)
-    assert third.n_stale == len(megc_tiny_manifest) and third.n_reused == 0
+    third = prepare(megc_tiny_cropped, tmp_path, changed, workers=1, progress=False)
+    assert third.n_stale == len(megc_tiny_cropped) and third.n_reused == 0
     assert PreparedCache(tmp_path).stack("flow_image").shape[1:] == (32, 32, 3)
     assert "parameters changed" in third.summary()
 
 
 def test_unreadable_clip_is_skipped_and_counted(megc_tiny_manifest, tmp_path):
+    """A frame without a face on the aligned route (the cropped route detects nothing: crops are faces)."""
     manifest = megc_tiny_manifest.copy()
     manifest.attrs = dict(megc_tiny_manifest.attrs)
     bad = tmp_path / "blank.jpg"
@@ -51,13 +52,14 @@ def test_unreadable_clip_is_skipped_and_counted(megc_tiny_manifest, tmp_path):
     frames = list(manifest.at[0, "frames"])
     frames[0] = str(bad)
     manifest.at[0, "frames"] = tuple(frames)
-    result = prepare(manifest, tmp_path / "cache", STSTNET, workers=1, progress=False)
+    aligned = PreprocessConfig.preset("ststnet_aligned", flow_size=None)
+    result = prepare(manifest, tmp_path / "cache", aligned, workers=1, progress=False)
     assert len(result.skipped) == 1 and "NoFaceError" in result.skipped["reason"].iloc[0]
     assert len(PreparedCache(tmp_path / "cache")) == len(manifest) - 1
     assert "skipped 1" in result.summary()
 
 
-def test_killed_prepare_resumes_with_identical_results(megc_tiny, megc_tiny_manifest, tmp_path):
+def test_killed_prepare_resumes_with_identical_results(megc_tiny, megc_tiny_cropped, tmp_path):
     data_root, _ = megc_tiny
     killed = tmp_path / "killed"
     cmd = [sys.executable, "-m", "mer_keras.cli", "prepare", "--composite", "megc2019", "--data-dir", str(data_root),
@@ -69,25 +71,25 @@ def test_killed_prepare_resumes_with_identical_results(megc_tiny, megc_tiny_mani
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     n_before = len(list((killed / "clips").glob("[!.]*.npz")))
-    assert 2 <= n_before < len(megc_tiny_manifest), "kill landed too late to test resuming"
+    assert 2 <= n_before < len(megc_tiny_cropped), "kill landed too late to test resuming"
     with pytest.raises(ValueError, match="did not finish"):
         PreparedCache(killed)  # a half-written cache is never read as if it were whole
 
-    resumed = prepare(megc_tiny_manifest, killed, STSTNET, workers=1, progress=False)
+    resumed = prepare(megc_tiny_cropped, killed, STSTNET, workers=1, progress=False)
     assert resumed.n_reused == n_before
-    assert resumed.n_computed == len(megc_tiny_manifest) - n_before
-    prepare(megc_tiny_manifest, tmp_path / "straight", STSTNET, workers=1, progress=False)
+    assert resumed.n_computed == len(megc_tiny_cropped) - n_before
+    prepare(megc_tiny_cropped, tmp_path / "straight", STSTNET, workers=1, progress=False)
     a, b = PreparedCache(killed), PreparedCache(tmp_path / "straight")
     for key in a.manifest["key"]:
         for name, arr in a.load(key).items():
             np.testing.assert_array_equal(arr, b.load(key)[name], err_msg=f"{key}/{name}")
 
 
-def test_second_prepare_on_the_same_cache_is_refused(megc_tiny_manifest, tmp_path):
+def test_second_prepare_on_the_same_cache_is_refused(megc_tiny_cropped, tmp_path):
     with _lock_cache(tmp_path):
         with pytest.raises(RuntimeError, match="another `prepare` is writing"):
-            prepare(megc_tiny_manifest, tmp_path, STSTNET, workers=1, progress=False)
-    assert prepare(megc_tiny_manifest, tmp_path, STSTNET, workers=1, progress=False).n_computed == len(megc_tiny_manifest)
+            prepare(megc_tiny_cropped, tmp_path, STSTNET, workers=1, progress=False)
+    assert prepare(megc_tiny_cropped, tmp_path, STSTNET, workers=1, progress=False).n_computed == len(megc_tiny_cropped)
 
 
 def test_apex_only_prepare_keeps_single_image_clips(tmp_path):
@@ -99,7 +101,7 @@ def test_apex_only_prepare_keeps_single_image_clips(tmp_path):
     write_dataset("jaffe", tmp_path / "jaffe", n_subjects=2, clips_per_subject=2, seed=4)
     manifest = get_reader("jaffe")(tmp_path / "jaffe").manifest
     assert len(manifest) == 4 and (manifest["onset"] == manifest["apex"]).all()
-    flow = prepare(manifest, tmp_path / "flow", STSTNET, workers=1, progress=False)
+    flow = prepare(manifest, tmp_path / "flow", PreprocessConfig.preset("ststnet_aligned"), workers=1, progress=False)
     assert len(flow.skipped) == len(manifest) and flow.skipped["reason"].str.contains("two frames").all()
     apex_cfg = PreprocessConfig.preset("mobilevit_apex", size=32)
     result = prepare(manifest, tmp_path / "apex", apex_cfg, workers=1, progress=False)

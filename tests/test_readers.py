@@ -19,7 +19,9 @@ from mer_keras.data import (
     load_dataset,
     validate_manifest,
 )
+from mer_keras.data.manifest import make_manifest
 from mer_keras.data.readers import CASME2, SAMM, SMIC, smic_clip, smic_subject
+from mer_keras.data.readers._common import list_frames
 from mer_keras.data.synthetic import load_ground_truth, write_dataset
 
 logging.getLogger("mer_keras.data").setLevel(logging.ERROR)
@@ -63,6 +65,7 @@ def test_reader_on_twin(twin_root, name):
     assert list(reader.issues.columns) == list(ISSUE_COLUMNS)
     assert m["subject"].map(type).eq(str).all() and (m["dataset"] == reader.name).all()
     np.testing.assert_array_equal(m["fps"].unique(), [FPS[name]])
+    assert set(m["release"]) == {"raw"}  # a raw-only write; the macro readers always read raw frames
     for row in m.head(20).itertuples():
         assert list(row.frame_numbers) == sorted(row.frame_numbers)
         assert row.frame_numbers[0] == row.onset and row.frame_numbers[-1] == row.offset
@@ -138,7 +141,8 @@ def test_macro_readers(twin_root):
 
 
 def test_load_dataset_registry():
-    assert set(READERS) >= {"casme", "casme2", "samm", "smic", "mmew", "casme_sq", "ckplus", "oulu_casia", "jaffe", "mug"}
+    assert set(READERS) >= {"casme", "casme2", "samm", "smic", "mmew", "casme_sq", "ckplus", "oulu_casia", "jaffe",
+                            "mug"}
     with pytest.raises(KeyError, match="unknown dataset"):
         load_dataset("nope", ".")
 
@@ -155,7 +159,8 @@ def test_sheet_faults(tmp_path, name):
     hit = info["faults"]
     assert _issue(issues, hit["apex_outside"][0], "fixed")["problem"] == "apex outside onset..offset"
     gone, no_onset, no_apex = hit["missing_frames"]
-    assert _issue(issues, gone, "dropped")["problem"] in ("clip folder missing or empty", "no frame file inside onset..offset")
+    assert _issue(issues, gone, "dropped")["problem"] in ("clip folder missing or empty",
+                                                          "no frame file inside onset..offset")
     assert _problems(issues, no_onset, "fixed") == {"onset/offset frame file missing"}
     assert _problems(issues, no_apex, "fixed") == {"frame files missing inside the clip", "apex frame file missing"}
     assert "confusion" in _issue(issues, hit["unknown_emotion"][0], "dropped")["detail"]
@@ -180,7 +185,8 @@ def test_missing_column_names_column_and_file(tmp_path, name, column):
 
 
 def test_folder_label_faults(tmp_path):
-    info = write_dataset("smic", tmp_path / "smic", counts="real", faults=("missing_frames", "unknown_emotion", "duplicate_clip"))
+    info = write_dataset("smic", tmp_path / "smic", counts="real",
+                         faults=("missing_frames", "unknown_emotion", "duplicate_clip"))
     reader = SMIC(info["root"])
     hit = info["faults"]
     assert _issue(reader.issues, hit["missing_frames"][0], "dropped")["problem"] == "clip folder missing or empty"
@@ -224,3 +230,129 @@ def test_mug_rendered(tmp_path):
     assert len(m) == 1 and m["clip"].iloc[0].count("_take") == 1 and len(m["frames"].iloc[0]) == 7
     assert m["apex"].iloc[0] == m["frame_numbers"].iloc[0][3]  # no apex annotated: the middle frame
     assert list(reader.issues["problem"]) == ["clip folder missing or empty"]
+
+
+# ----------------------------------------------------------------------------- releases
+
+CROPPED = ("casme", "casme2", "casme_sq", "samm", "smic", "smic_e")
+RAW_DIRS = {"casme": "CASME_raw_selected", "casme2": "CASME2_RAW_selected", "casme_sq": "rawpic", "samm": "SAMM",
+            "smic": "SMIC_all_raw/HS", "smic_e": "SMIC-HS-E"}
+CROPPED_DIRS = {"casme": "Cropped", "casme2": "Cropped", "casme_sq": "cropped", "samm": "SAMM_CROP",
+                "smic": "SMIC_all_cropped/HS", "smic_e": "SMIC-HS-E_cropped"}
+CROPPED_NAMES = {"casme": r"reg_EP\d\d_\d-\d+\.jpg", "casme2": r"reg_img\d+\.jpg", "casme_sq": r"img\d+\.jpg",
+                 "samm": r"\d{3}_\d{5}\.jpg", "smic": r"reg_image\d{6}\.bmp", "smic_e": r"reg_image\d{6}\.jpg"}
+"""The cropped layouts the writer twins (datasets.md: CASME II ``Cropped/.../reg_img46.jpg``, CASME
+``reg_EP01_5-113.jpg``; the others inferred, see the readers' docstrings)."""
+BOTH = dict(n_subjects=2, clips_per_subject=3, n_frames=5, frame_size=(320, 240), release="both")
+CLIP_COLUMNS = ["subject", "clip", "emotion", "label", "label_id", "onset", "apex", "offset", "frame_numbers"]
+
+
+@pytest.fixture(scope="module", params=CROPPED)
+def both_releases(request, tmp_path_factory):
+    """A small rendered set written with its raw frames and its cropped release."""
+    name = request.param
+    return name, write_dataset(name, tmp_path_factory.mktemp(f"both_{name}") / name, **BOTH)
+
+
+def _by_clip(manifest):
+    return manifest.sort_values(["subject", "clip"]).reset_index(drop=True)
+
+
+def test_cropped_release_reads_the_same_clips_from_the_cropped_folders(both_releases):
+    name, info = both_releases
+    root = Path(info["root"])
+    raw, cropped = (_by_clip(READERS[name](root, release=r).manifest) for r in ("raw", "cropped"))
+    validate_manifest(raw), validate_manifest(cropped)
+    assert len(raw) == info["n_clips"] == 6
+    pd.testing.assert_frame_equal(raw[CLIP_COLUMNS], cropped[CLIP_COLUMNS])
+    gt = info["clips"].sort_values(["subject", "clip"]).reset_index(drop=True)
+    assert list(cropped["onset"]) == list(gt["onset"]) and list(cropped["offset"]) == list(gt["offset"])
+    if name not in ("smic", "smic_e"):  # SMIC annotates no apex: the middle frame is taken
+        assert list(cropped["apex"]) == list(gt["apex"])
+    assert set(raw["release"]) == {"raw"} and set(cropped["release"]) == {"cropped"}
+    for raw_frames, cropped_frames in zip(raw["frames"], cropped["frames"]):
+        assert all(Path(f).is_relative_to(root / RAW_DIRS[name]) for f in raw_frames)
+        assert all(Path(f).is_relative_to(root / CROPPED_DIRS[name]) for f in cropped_frames)
+        assert all(re.fullmatch(CROPPED_NAMES[name], Path(f).name) for f in cropped_frames)
+
+
+def test_cropped_frames_are_the_raw_frames_cut_by_the_stored_box(both_releases):
+    import cv2
+
+    name, info = both_releases
+    root = Path(info["root"])
+    raw, cropped = (_by_clip(READERS[name](root, release=r).manifest) for r in ("raw", "cropped"))
+    gt = load_ground_truth(root).set_index(["subject", "clip"])
+    boxes = gt[["crop_x0", "crop_y0", "crop_x1", "crop_y1"]]
+    assert boxes.notna().all().all()
+    per_subject = boxes.groupby(level="subject").nunique()
+    assert (per_subject == 1).all().all(), "one fixed box per subject"
+    assert len(boxes.drop_duplicates()) == 2, "the two subjects' faces get their own boxes"
+    pattern = READERS[name].frame_pattern
+    for r, c in zip(raw.itertuples(), cropped.itertuples()):
+        x0, y0, x1, y1 = (int(v) for v in boxes.loc[(r.subject, r.clip)])
+        assert 0 <= x0 < x1 <= 320 and 0 <= y0 < y1 <= 240
+        for raw_path, crop_path in zip(r.frames, c.frames):
+            full = cv2.imread(raw_path, cv2.IMREAD_GRAYSCALE).astype(np.int16)
+            face = cv2.imread(crop_path, cv2.IMREAD_GRAYSCALE).astype(np.int16)
+            assert face.shape == (y1 - y0, x1 - x0)
+            assert np.abs(full[y0:y1, x0:x1] - face).mean() < 3  # JPEG noise only (BMP: exact)
+            assert np.abs(full[y0 + 1:y1 + 1, x0 + 1:x1 + 1] - face).mean() > 6  # one pixel off is not a match
+        # every written frame, the padding frames included, has its crop at the same number
+        raw_numbers = set(list_frames(Path(r.frames[0]).parent, pattern))
+        assert raw_numbers == set(list_frames(Path(c.frames[0]).parent, pattern))
+        assert raw_numbers > set(r.frame_numbers) or name == "smic"  # SMIC clips are written unpadded
+
+
+@pytest.mark.parametrize("name", CROPPED)
+def test_cropped_release_missing_names_the_folders_and_the_fix(twin_root, name):
+    with pytest.raises(FileNotFoundError) as err:
+        READERS[name](twin_root / name, release="cropped")
+    message = str(err.value)
+    assert CROPPED_DIRS[name] in message and str(twin_root / name) in message
+    assert "release='raw'" in message and "frames_dir=" in message
+
+
+def test_release_values_are_checked_and_mmew_has_no_cropped_release(twin_root):
+    with pytest.raises(ValueError, match=r"release must be one of \('raw', 'cropped'\).*'crop'"):
+        CASME2(twin_root / "casme2", release="crop")
+    with pytest.raises(ValueError, match="no documented cropped release.*release='raw'"):
+        READERS["mmew"](twin_root / "mmew", release="cropped")
+    assert set(READERS["mmew"](twin_root / "mmew", release="raw").manifest["release"]) == {"raw"}
+
+
+@pytest.mark.parametrize("name", CROPPED)
+def test_raw_falls_back_to_a_lone_cropped_release(tmp_path, name):
+    info = write_dataset(name, tmp_path / name, counts="real", release="cropped")
+    root = Path(info["root"])
+    assert not (root / RAW_DIRS[name]).exists() and (root / CROPPED_DIRS[name]).is_dir()
+    fallback = READERS[name](root).manifest
+    cropped = READERS[name](root, release="cropped").manifest
+    assert set(fallback["release"]) == {"cropped"} and len(fallback) == len(cropped) > 0
+    assert list(fallback["frames"]) == list(cropped["frames"])
+    assert Path(fallback["frames"].iloc[0][0]).is_relative_to(root / CROPPED_DIRS[name])
+
+
+def test_frames_dir_override_is_taken_as_the_requested_release(tmp_path):
+    info = write_dataset("casme2", tmp_path / "casme2", counts="real", release="both")
+    root = Path(info["root"])
+    crops = CASME2(root, frames_dir=root / "Cropped", release="cropped").manifest
+    assert set(crops["release"]) == {"cropped"} and "/Cropped/" in crops["frames"].iloc[0][0]
+    raw = CASME2(root, frames_dir="CASME2_RAW_selected").manifest
+    assert set(raw["release"]) == {"raw"} and len(raw) == len(crops) == 255
+    smic = write_dataset("smic", tmp_path / "smic", counts="real", release="both")["root"]
+    hs = SMIC(smic, frames_dir=Path(smic) / "SMIC_all_cropped" / "HS", release="cropped").manifest
+    assert set(hs["release"]) == {"cropped"} and len(hs) == 164
+    inside = SMIC(Path(smic) / "SMIC_all_cropped", release="cropped").manifest  # root = the release itself
+    assert list(inside["frames"]) == list(hs["frames"])
+
+
+def test_manifest_release_column_defaults_to_raw_and_is_validated():
+    row = dict(dataset="d", subject="s", clip="c", frames=("a.jpg",), frame_numbers=(1,), onset=1, apex=1, offset=1,
+               emotion="happiness", label="positive", fps=30.0)
+    m = make_manifest([row])
+    assert list(m.columns) == list(MANIFEST_COLUMNS) and m["release"].tolist() == ["raw"]
+    assert make_manifest([dict(row, release="cropped")])["release"].tolist() == ["cropped"]
+    validate_manifest(m)
+    with pytest.raises(ValueError, match="release 'crop' is not one of"):
+        validate_manifest(make_manifest([dict(row, release="crop")]))

@@ -266,7 +266,7 @@ def pipeline_folder(work: Path) -> Path:
     _cli("synth", "megc2019", "--out", "data", "--subjects", "2", "--clips", "2", "--frames", "6", cwd=work)
     _cli("prepare", "--composite", "megc2019", "--data-dir", "data", "--preset", "ststnet", "--workers", "1",
          "--no-progress", "--out", "cache/megc2019_28", cwd=work)
-    clip = sorted((work / "data/casme2/CASME2_RAW_selected/sub01").iterdir())[0]
+    clip = sorted((work / "data/casme2/Cropped/sub01").iterdir())[0]  # the ststnet bundle reads face crops
     frames = sorted(clip.glob("*.jpg"), key=lambda p: int(re.findall(r"\d+", p.stem)[-1]))
     (work / "frames_folder").mkdir()
     images = [cv2.imread(str(p)) for p in frames]

@@ -8,8 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mer_keras.data.readers import READERS
 from mer_keras.data.readers._common import read_sheet
 from mer_keras.data.synthetic import FAULTS, load_ground_truth, write_composite, write_dataset
+from mer_keras.data.synthetic.cropped import CROP_COLUMNS, crop_box
+from mer_keras.data.synthetic.layouts import CROPPED_RELEASES
 
 logging.getLogger("mer_keras.data").setLevel(logging.ERROR)
 
@@ -57,7 +60,8 @@ def test_casme2_later_version_has_blank_columns(tmp_path):
 
 def test_samm_header_is_fourteenth_row(twins):
     sheet = pd.read_excel(twins["samm"]["annotation"], header=13)
-    assert list(sheet.columns[:6]) == ["Subject", "Filename", "Inducement Code", "Onset Frame", "Apex Frame", "Offset Frame"]
+    assert list(sheet.columns[:6]) == ["Subject", "Filename", "Inducement Code", "Onset Frame", "Apex Frame",
+                                       "Offset Frame"]
     assert "Estimated Emotion" in sheet.columns and len(sheet) == 159
     bad = sheet.set_index("Filename").loc["032_3_1"]
     assert (bad["Onset Frame"], bad["Apex Frame"], bad["Offset Frame"]) == (4896, 1930, 4970)
@@ -135,3 +139,95 @@ def test_write_composite_roots(tmp_path):
     assert list(roots) == ["casme", "casme2", "casme_sq"]
     with pytest.raises(KeyError):
         write_composite("nope", tmp_path)
+
+
+# ----------------------------------------------------------------------------- cropped releases
+
+
+def test_cropped_twin_layouts_and_file_names(tmp_path):
+    from pathlib import Path
+
+    both = Path(write_dataset("casme2", tmp_path / "casme2", counts="real", release="both")["root"])
+    assert sorted(p.name for p in (both / "Cropped" / "sub04" / "EP12_01f").iterdir()) == [
+        "reg_img40.jpg", "reg_img41.jpg", "reg_img42.jpg"]  # datasets.md: Cropped/sub01/EP02_01f/reg_img46.jpg
+    assert (both / "CASME2_RAW_selected" / "sub04" / "EP12_01f" / "img40.jpg").is_file()
+    only = write_dataset("casme", tmp_path / "casme", counts="real", release="cropped")
+    root = Path(only["root"])
+    assert not (root / "CASME_raw_selected").exists() and only["release"] == "cropped"
+    names = {p.name for p in (root / "Cropped" / "sub01").glob("*/*.jpg")}
+    assert names and all(n.startswith("reg_EP") for n in names)  # datasets.md: reg_EP01_5-113.jpg
+    assert only["clips"][list(CROP_COLUMNS)].isna().all().all()  # the twin's tiny frames are not crops
+    for name, path in (("samm", "SAMM_CROP/032/032_3_1/032_04896.jpg"),
+                       ("smic", "SMIC_all_cropped/HS/s1/micro/negative/s1_ne_01/reg_image020000.bmp"),
+                       ("casme_sq", "cropped/s15"), ("smic_e", "SMIC-HS-E_cropped/s01")):
+        root = Path(write_dataset(name, tmp_path / name, counts="real", release="cropped")["root"])
+        assert (root / path).exists(), path
+    assert sorted(CROPPED_RELEASES) == ["casme", "casme2", "casme_sq", "samm", "smic", "smic_e"]
+
+
+def test_release_validation(tmp_path):
+    with pytest.raises(ValueError, match=r"release must be one of \('raw', 'cropped', 'both'\)"):
+        write_dataset("casme2", tmp_path / "a", counts="real", release="crop")
+    for name, release in (("mmew", "cropped"), ("ckplus", "both"), ("jaffe", "cropped")):
+        with pytest.raises(ValueError, match=f"{name}: the dataset has no documented cropped release"):
+            write_dataset(name, tmp_path / name, counts="real", release=release)
+    roots = write_composite("shufflenet", tmp_path / "composite", counts="real", release="both")
+    from pathlib import Path
+
+    assert (Path(roots["casme2"]) / "Cropped").is_dir() and (Path(roots["samm"]) / "SAMM_CROP").is_dir()
+    assert sorted(p.name for p in Path(roots["mmew"]).iterdir() if not p.name.startswith(".")) == [
+        "MMEW_Micro_Exp.xlsx", "Micro_Expression"]  # MMEW: raw only, as the docstring says
+    with pytest.raises(ValueError, match="release must be one of"):
+        write_composite("off_tanet", tmp_path / "x", counts="real", release="all")
+
+
+def test_crop_box_is_the_widened_landmark_box_at_native_resolution():
+    from mer_keras.data.synthetic.faces import make_subjects
+
+    for subject in make_subjects(3, frame_size=(640, 480), seed=5):
+        x0, y0, x1, y1 = crop_box(subject.landmarks, (640, 480))
+        (lx0, ly0), (lx1, ly1) = subject.landmarks.min(0), subject.landmarks.max(0)
+        assert 150 <= y1 - y0 <= 300 and 120 <= x1 - x0 <= 300  # like the released crops (about 150-250 px)
+        assert x0 <= lx0 - 0.05 * (lx1 - lx0) and x1 >= lx1 + 0.05 * (lx1 - lx0)
+        assert ly0 - 0.25 * (ly1 - ly0) - 1 < y0 <= ly0 - 0.25 * (ly1 - ly0)  # brows and a little forehead
+        assert ly1 < y1 <= ly1 + 2  # down to the chin
+    # clipped to the frame
+    points = np.array([[2.0, 10.0], [310.0, 10.0], [150.0, 239.5]])
+    assert crop_box(points, (320, 240)) == (0, 0, 320, 240)
+    assert crop_box(points * 0.5 + 40, (320, 240)) == (33, 16, 204, 161)  # x 41..195, y 45..159.75
+    with pytest.raises(ValueError, match="landmarks must be"):
+        crop_box(np.zeros(5), (320, 240))
+
+
+def test_rendered_crop_boxes_are_the_subjects_boxes_and_frames_do_not_depend_on_release(tmp_path, rendered_casme2):
+    from pathlib import Path
+
+    from mer_keras.data.synthetic.faces import make_subjects
+
+    info = write_dataset("samm", tmp_path / "samm", n_subjects=2, clips_per_subject=2, frame_size=(320, 240),
+                         n_frames=5, seed=4, release="cropped")
+    root = Path(info["root"])
+    assert not (root / "SAMM").exists() and (root / "SAMM_CROP").is_dir()
+    subjects = make_subjects(2, frame_size=(320, 240), grey=True, seed=4)
+    gt = load_ground_truth(root)
+    for row in gt.itertuples():
+        expected = crop_box(subjects[int(row.subject) - 6].landmarks, (320, 240))
+        assert (row.crop_x0, row.crop_y0, row.crop_x1, row.crop_y1) == expected
+    assert rendered_casme2["clips"][list(CROP_COLUMNS)].isna().all().all()  # raw-only write: empty
+    both = write_dataset("casme2", tmp_path / "casme2", seed=3, release="both", **SMALL)
+    for a, b in zip(sorted(Path(rendered_casme2["root"], "CASME2_RAW_selected").rglob("*.jpg")),
+                    sorted(Path(both["root"], "CASME2_RAW_selected").rglob("*.jpg"))):
+        assert a.read_bytes() == b.read_bytes()
+
+
+def test_file_faults_hit_every_release_written(tmp_path):
+    info = write_dataset("casme2", tmp_path / "casme2", counts="real", release="both", faults=("missing_frames",))
+    raw, cropped = (READERS["casme2"](info["root"], release=r) for r in ("raw", "cropped"))
+    columns = ["subject", "clip", "problem", "action"]
+    assert len(raw.issues) == 4  # the clip gone, its onset frame, a missing frame inside, its apex frame
+    pd.testing.assert_frame_equal(raw.issues[columns], cropped.issues[columns])
+    faults = ("missing_frames", "unknown_emotion", "duplicate_clip")
+    smic = write_dataset("smic", tmp_path / "smic", counts="real", release="both", faults=faults)
+    raw, cropped = (READERS["smic"](smic["root"], release=r) for r in ("raw", "cropped"))
+    assert len(raw.manifest) == len(cropped.manifest) == 164 - 2
+    pd.testing.assert_frame_equal(raw.issues[columns], cropped.issues[columns])

@@ -101,17 +101,17 @@ def test_subset_and_sequences():
 
 
 @pytest.fixture(scope="module")
-def frames_cache(megc_tiny_manifest, tmp_path_factory):
+def frames_cache(megc_tiny_cropped, tmp_path_factory):
     out = tmp_path_factory.mktemp("cache")
     config = PreprocessConfig.preset("ststnet", keep="onset_to_apex")  # 28 px; frame stacks too
-    prepare(megc_tiny_manifest, out, config, workers=1, progress=False)
+    prepare(megc_tiny_cropped, out, config, workers=1, progress=False)
     return PreparedCache(out)
 
 
-def test_from_cache_inputs(frames_cache, megc_tiny_manifest):
+def test_from_cache_inputs(frames_cache, megc_tiny_cropped):
     cache = frames_cache
     n = len(cache)
-    assert n == len(megc_tiny_manifest)
+    assert n == len(megc_tiny_cropped)
     stack = LOSODataset.from_cache(cache, "flow_stack")
     assert stack.x.shape == (n, 28, 28, 3) and stack.x.dtype == np.float32
     assert np.array_equal(stack.x[..., :2], cache.stack("flow")) and np.array_equal(stack.x[..., 2], cache.stack("strain"))
@@ -130,7 +130,7 @@ def test_from_cache_inputs(frames_cache, megc_tiny_manifest):
     assert seq.is_sequence and seq.sample_shape == (28, 28, 1)
     lengths = [len(s) for s in seq.x]
     expected = [1 + list(r.frame_numbers).index(r.apex) - list(r.frame_numbers).index(r.onset)
-                for r in megc_tiny_manifest.itertuples()]
+                for r in megc_tiny_cropped.itertuples()]
     assert lengths == expected and min(lengths) > 2
     frames, owner = seq.expand_frames()
     assert len(frames) == sum(lengths) and np.array_equal(np.bincount(owner), lengths)

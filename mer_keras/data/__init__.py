@@ -10,8 +10,10 @@ from .manifest import (
     LABEL_IDS,
     LABELS,
     MANIFEST_COLUMNS,
+    RELEASES,
     AnnotationError,
     IssueLog,
+    check_release,
     concat_manifests,
     make_manifest,
     summarize,
@@ -36,8 +38,8 @@ def available_datasets() -> list[str]:
 
 
 __all__ = [
-    "ISSUE_COLUMNS", "LABEL_IDS", "LABELS", "MANIFEST_COLUMNS", "AnnotationError", "IssueLog",
-    "concat_manifests", "make_manifest", "summarize", "validate_manifest",
+    "ISSUE_COLUMNS", "LABEL_IDS", "LABELS", "MANIFEST_COLUMNS", "RELEASES", "AnnotationError", "IssueLog",
+    "check_release", "concat_manifests", "make_manifest", "summarize", "validate_manifest",
     "READERS", "get_reader", "load_dataset", "available_datasets",
     "COMPOSITES", "fold_groups", "load_composite", "megc2019", "mobilevit_macro", "mobilevit_micro",
     "off_tanet_composite", "shufflenet_composite",

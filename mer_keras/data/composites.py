@@ -12,6 +12,12 @@ Leave-one-subject-out folds are the distinct ``(dataset, subject)`` pairs
 
 Extra reader arguments go through ``**overrides`` as ``{source}_{argument}``, e.g.
 ``megc2019(..., casme2_annotation="CASME2-coding-20190701.xlsx", smic_apex=apex_map)``.
+
+``release`` (``"raw"`` or ``"cropped"``) is forwarded to every micro-expression reader:
+``"cropped"`` reads each dataset's own face crops, the input of the official Off-TANet
+``data.py`` (preprocessing.md). A per-source ``{source}_release=`` wins, e.g.
+``shufflenet_composite(..., release="cropped", mmew_release="raw")`` (MMEW has no
+cropped release). The manifest's ``release`` column says what each clip was read from.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from typing import Mapping
 
 import pandas as pd
 
-from .manifest import ISSUE_COLUMNS, concat_manifests, make_manifest
+from .manifest import ISSUE_COLUMNS, check_release, concat_manifests, make_manifest
 from .readers import get_reader
 
 # ----------------------------------------------------------------------------- label maps
@@ -74,7 +80,8 @@ def _split_overrides(sources, overrides: Mapping) -> dict[str, dict]:
     for key, value in overrides.items():
         source = next((s for s in sorted(sources, key=len, reverse=True) if key.startswith(s + "_")), None)
         if source is None:
-            raise TypeError(f"unexpected argument {key!r}; use '{{source}}_{{argument}}' with a source in {list(sources)}")
+            raise TypeError(f"unexpected argument {key!r}; use '{{source}}_{{argument}}' with a source in "
+                            f"{list(sources)}")
         out[source][key[len(source) + 1 :]] = value
     return out
 
@@ -94,8 +101,13 @@ def _combine(parts: list[pd.DataFrame]) -> pd.DataFrame:
     return concat_manifests(parts)
 
 
-def _build(roots: Mapping[str, object], maps: Mapping[str, Mapping], overrides: Mapping) -> list[pd.DataFrame]:
+def _build(roots: Mapping[str, object], maps: Mapping[str, Mapping], overrides: Mapping,
+           release: str | None = None) -> list[pd.DataFrame]:
+    """Every given source's manifest; ``release`` goes to each reader unless ``{source}_release`` is given."""
     options = _split_overrides(tuple(roots), overrides)
+    if release is not None:
+        for source in roots:
+            options[source].setdefault("release", release)
     return [_read(s, root, maps[s], options[s]) for s, root in roots.items() if root is not None]
 
 
@@ -130,7 +142,7 @@ def _apex_only(row) -> slice:
 # ----------------------------------------------------------------------------- composites
 
 
-def megc2019(casme2=None, samm=None, smic=None, **overrides) -> pd.DataFrame:
+def megc2019(casme2=None, samm=None, smic=None, *, release: str = "raw", **overrides) -> pd.DataFrame:
     """MEGC2019 composite: CASME II + SAMM + SMIC-HS, 3 classes, 442 clips / 68 subjects.
 
     Rules (datasets.md, verified against the official 442-row list): CASME II
@@ -139,49 +151,61 @@ def megc2019(casme2=None, samm=None, smic=None, **overrides) -> pd.DataFrame:
     SAMM Happiness -> positive, Surprise -> surprise, Anger/Contempt/Disgust/Fear/Sadness
     -> negative, Other dropped (-> 133 over 28); SMIC-HS all 164 clips with their folder
     label. Label ids 0 negative, 1 positive, 2 surprise; folds = subjects.
+    ``release``: ``"raw"`` or ``"cropped"`` frames (module docstring).
     """
-    parts = _build({"casme2": casme2, "samm": samm, "smic": smic}, MEGC2019_MAPS, overrides)
+    release = check_release(release, "megc2019")
+    parts = _build({"casme2": casme2, "samm": samm, "smic": smic}, MEGC2019_MAPS, overrides, release)
     return _without(_combine(parts), MEGC2019_EXCLUDED)
 
 
-def off_tanet_composite(casme=None, casme2=None, casme_sq=None, **overrides) -> pd.DataFrame:
+def off_tanet_composite(casme=None, casme2=None, casme_sq=None, *, release: str = "raw",
+                        **overrides) -> pd.DataFrame:
     """Off-TANet / ARFNet set: CASME + CASME II + CAS(ME)^2 micro-expressions, 294 clips / 49 subjects.
 
     CASME II uses the MEGC2019 rules (the same 145 clips); CASME and CAS(ME)^2 map
     happiness/``positive`` -> positive, surprise -> surprise, the negative categories ->
     negative, and drop tense, others and macro-expressions (datasets.md table:
     CASME 114/16, CASME II 145/24, CAS(ME)^2 35/9). Folds are (dataset, subject) pairs
-    (:func:`fold_groups`); the papers average per-subject scores.
+    (:func:`fold_groups`); the papers average per-subject scores. The official code reads
+    the three datasets' cropped releases: pass ``release="cropped"`` for that input.
     """
+    release = check_release(release, "off_tanet_composite")
     overrides = dict(overrides)
     overrides.setdefault("casme_sq_expression_type", "micro")
-    parts = _build({"casme": casme, "casme2": casme2, "casme_sq": casme_sq}, OFF_TANET_MAPS, overrides)
+    parts = _build({"casme": casme, "casme2": casme2, "casme_sq": casme_sq}, OFF_TANET_MAPS, overrides, release)
     return _without(_combine(parts), MEGC2019_EXCLUDED)
 
 
-def shufflenet_composite(casme2=None, smic=None, samm=None, mmew=None, **overrides) -> pd.DataFrame:
+def shufflenet_composite(casme2=None, smic=None, samm=None, mmew=None, *, release: str = "raw",
+                         **overrides) -> pd.DataFrame:
     """ShuffleNetV2 paper (2022): CASME II + SMIC + SAMM (LOSO), MMEW optional.
 
     Mapping (the paper): happy -> positive; disgust, sadness, fear, anger, contempt ->
     negative; surprise -> surprise; anything else (CASME II repression and others, SAMM
     Other, MMEW others) dropped; SMIC keeps its folder labels. The paper reports MMEW as a
     fourth column, so it is omitted unless a root is given. No clip is excluded by name.
+    ``release="cropped"`` with an MMEW root raises ``ValueError`` (MMEW has no documented
+    cropped release); omit MMEW or pass ``mmew_release="raw"``.
     """
+    release = check_release(release, "shufflenet_composite")
     roots = {"casme2": casme2, "smic": smic, "samm": samm, "mmew": mmew}
     maps = {"casme2": SHUFFLENET_MAP, "samm": SHUFFLENET_MAP, "mmew": SHUFFLENET_MAP, "smic": SMIC_FOLDER_LABELS}
-    return _combine(_build(roots, maps, overrides))
+    return _combine(_build(roots, maps, overrides, release))
 
 
-def mobilevit_micro(casme2=None, samm=None, smic=None, apex_only: bool = False, **overrides) -> pd.DataFrame:
+def mobilevit_micro(casme2=None, samm=None, smic=None, apex_only: bool = False, *, release: str = "raw",
+                    **overrides) -> pd.DataFrame:
     """MobileViT paper's micro-expression set: CASME II + SAMM + SMIC.
 
     Labels by the paper's wording (:data:`MOBILEVIT_MAP`: happiness; anger, disgust,
     sadness; surprise); SMIC keeps its folder labels and its apex is the middle frame.
     The paper uses apex frames only: ``apex_only=True`` keeps just the apex frame in
-    ``frames`` (onset = apex = offset); by default the whole clip is kept.
+    ``frames`` (onset = apex = offset); by default the whole clip is kept. ``release``:
+    ``"raw"`` or ``"cropped"`` frames (module docstring).
     """
+    release = check_release(release, "mobilevit_micro")
     maps = {"casme2": MOBILEVIT_MAP, "samm": MOBILEVIT_MAP, "smic": SMIC_FOLDER_LABELS}
-    out = _combine(_build({"casme2": casme2, "samm": samm, "smic": smic}, maps, overrides))
+    out = _combine(_build({"casme2": casme2, "samm": samm, "smic": smic}, maps, overrides, release))
     return _trim_rows(out, _apex_only) if apex_only and len(out) else out
 
 
@@ -228,8 +252,21 @@ COMPOSITES = {
 """Composite name (as in :func:`mer_keras.data.synthetic.write_composite`) -> builder."""
 
 
-def load_composite(name: str, **roots) -> pd.DataFrame:
-    """Build composite ``name`` from keyword roots (``load_composite("megc2019", **write_composite(...))``)."""
+MACRO_COMPOSITES = ("mobilevit_macro",)
+"""Composites of macro-expression datasets: they have no cropped release and take no ``release``."""
+
+
+def load_composite(name: str, *, release: str = "raw", **roots) -> pd.DataFrame:
+    """Build composite ``name`` from keyword roots (``load_composite("megc2019", **write_composite(...))``).
+
+    ``release`` goes to the micro-expression composites; a macro-expression composite
+    (:data:`MACRO_COMPOSITES`) accepts only ``"raw"``.
+    """
     if name not in COMPOSITES:
         raise KeyError(f"unknown composite {name!r}; known: {sorted(COMPOSITES)}")
-    return COMPOSITES[name](**roots)
+    release = check_release(release, name)
+    if name in MACRO_COMPOSITES:
+        if release != "raw":
+            raise ValueError(f"{name}: the macro-expression datasets have no cropped release; use release='raw'")
+        return COMPOSITES[name](**roots)
+    return COMPOSITES[name](release=release, **roots)

@@ -13,6 +13,11 @@ A manifest is a :class:`pandas.DataFrame` with one row per clip and the columns 
 ``label``       3-class name (``negative`` / ``positive`` / ``surprise``) or ``None``
 ``label_id``    0 / 1 / 2 (MEGC2019 ids) or -1 when ``label`` is ``None``
 ``fps``         frame rate of the recording
+``release``     which release of the dataset the frames come from: ``"raw"`` (the recorded
+                frames, e.g. CASME II ``CASME2_RAW_selected/sub01/EP02_01f/img46.jpg``) or
+                ``"cropped"`` (the dataset's own face crops, e.g. ``Cropped/sub01/EP02_01f/
+                reg_img46.jpg``; datasets.md). The reader records the folder it actually read;
+                rows built without it get ``"raw"``
 
 Readers never drop or repair a clip silently: every decision is a row of an
 :class:`IssueLog`, returned beside the manifest (``reader.issues``) and carried on the
@@ -47,7 +52,11 @@ MANIFEST_COLUMNS: tuple[str, ...] = (
     "label",
     "label_id",
     "fps",
+    "release",
 )
+
+RELEASES: tuple[str, ...] = ("raw", "cropped")
+"""Values of the ``release`` column: the recorded frames or the dataset's cropped release."""
 
 PREDICTION_COLUMNS: tuple[str, ...] = ("clip", "subject", "dataset", "y_true", "y_pred")
 """Leading columns of a LOSO predictions table (one row per test clip); ``score_0 ..
@@ -96,11 +105,23 @@ def label_id(label) -> int:
     return LABEL_IDS[label]
 
 
+def check_release(release, who: str = "release") -> str:
+    """``release`` if it is one of :data:`RELEASES`, else a ``ValueError`` naming the choices."""
+    if not isinstance(release, str) or release not in RELEASES:
+        raise ValueError(f"{who}: release must be one of {RELEASES} (the recorded frames or the dataset's "
+                         f"cropped face release), got {release!r}")
+    return release
+
+
 def make_manifest(rows: Iterable[dict], issues: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Build a manifest frame from row dicts, with the standard column order and dtypes."""
+    """Build a manifest frame from row dicts, with the standard column order and dtypes.
+
+    A row without ``release`` (or with ``None``) gets ``"raw"``.
+    """
     rows = list(rows)
     df = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
     if len(df):
+        df["release"] = df["release"].where(df["release"].notna(), "raw").astype(object)
         df["label_id"] = [label_id(x) for x in df["label"]]
         for col in ("onset", "apex", "offset", "label_id"):
             df[col] = df[col].astype("int64")
@@ -142,6 +163,8 @@ def validate_manifest(df: pd.DataFrame) -> pd.DataFrame:
             raise ValueError(f"{row.dataset}/{row.clip}: frames and frame_numbers differ or are empty")
         if row.label is not None and not (isinstance(row.label, float)) and row.label not in LABEL_IDS:
             raise ValueError(f"{row.dataset}/{row.clip}: unknown label {row.label!r}")
+        if row.release not in RELEASES:
+            raise ValueError(f"{row.dataset}/{row.clip}: release {row.release!r} is not one of {RELEASES}")
     return df
 
 

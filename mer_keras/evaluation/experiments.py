@@ -293,12 +293,16 @@ def parse_args(argv: Sequence[str] | None, description: str, *, script: str, res
 
 
 def synthetic_roots(composite: str, data_dir: Path, *, quick: bool, seed: int = 0, log=print) -> dict[str, str]:
-    """Roots of the synthetic ``composite`` under ``data_dir`` (written once; reused when complete)."""
+    """Roots of the synthetic ``composite`` under ``data_dir`` (written once; reused when complete).
+
+    Both releases are written (raw frames and the cropped twins), as the real downloads ship
+    them: each preset reads the one its route takes.
+    """
     from mer_keras.data.synthetic import COMPOSITES, write_composite
 
     if composite not in COMPOSITES:
         raise ValueError(f"unknown composite {composite!r}; known: {sorted(COMPOSITES)}")
-    params = dict(SYNTHETIC_QUICK if quick else SYNTHETIC, seed=int(seed))
+    params = dict(SYNTHETIC_QUICK if quick else SYNTHETIC, seed=int(seed), release="both")
     root = Path(data_dir) / (f"{composite}-quick" if quick else composite)
     marker = root / "written.json"
     wanted = json.loads(json.dumps({"composite": composite, **params}))
@@ -311,19 +315,23 @@ def synthetic_roots(composite: str, data_dir: Path, *, quick: bool, seed: int = 
     return roots
 
 
-def synthetic_manifest(composite: str, data_dir: Path, *, quick: bool, seed: int = 0, log=print) -> pd.DataFrame:
+def synthetic_manifest(composite: str, data_dir: Path, *, quick: bool, seed: int = 0, log=print,
+                       release: str = "raw") -> pd.DataFrame:
+    """The synthetic ``composite``'s manifest, read from its ``release`` (``"raw"`` or ``"cropped"``) frames."""
     from mer_keras.data.composites import load_composite
 
-    return load_composite(composite, **synthetic_roots(composite, data_dir, quick=quick, seed=seed, log=log))
+    roots = synthetic_roots(composite, data_dir, quick=quick, seed=seed, log=log)
+    return load_composite(composite, **roots, **({"release": release} if release != "raw" else {}))
 
 
 def synthetic_cache(spec: DataSpec, data_dir: Path, *, quick: bool, seed: int = 0, log=print) -> Path:
     """The synthetic composite of ``spec`` prepared with its preset (resumes / reuses an earlier prepare)."""
     from mer_keras.preprocess.cache import prepare
 
-    manifest = synthetic_manifest(spec.composite, data_dir, quick=quick, seed=seed, log=log)
+    config = spec.config()
+    manifest = synthetic_manifest(spec.composite, data_dir, quick=quick, seed=seed, log=log, release=config.release)
     out = Path(data_dir) / (f"{spec.composite}-quick" if quick else spec.composite) / f"cache_{spec.preset}_{spec.size}"
-    result = prepare(manifest, out, spec.config(), workers=1, progress=False)
+    result = prepare(manifest, out, config, workers=1, progress=False)
     if result.n_computed:
         log(result.summary())
     if len(result.skipped):

@@ -11,7 +11,8 @@ over the configurations so that load changes on a shared machine hit all alike; 
 and the total are medians over the repetitions. Networks have random weights (latency does
 not depend on them).
 
-Configurations: the Off-TANet pipeline (preset ``off_tanet``, 112 px, ``flow_stack``) and
+Configurations: the Off-TANet pipeline on raw frames (preset ``off_tanet_aligned``, 112 px,
+``flow_stack``; the ``off_tanet`` preset takes a dataset's face crops and runs no detection) and
 the ShuffleNetV2-SVM pipeline (preset ``shufflenet``, 224 px, ShuffleNetV2 1.0x with the SVM
 head on the aligned, masked frames -- no flow at inference, the flow only pre-trains it),
 each with :meth:`InferenceOptions.exact` (the bundle's pre-processing, as ``prepare``:
@@ -171,7 +172,8 @@ def _pipelines(include_shufflenet: bool = True):
     from .predict import Pipeline
 
     recipe = get_recipe("off_tanet")
-    off = Pipeline.from_model(build_model(recipe, (112, 112, 3), 3), preprocess=PreprocessConfig.preset("off_tanet"),
+    off = Pipeline.from_model(build_model(recipe, (112, 112, 3), 3),
+                              preprocess=PreprocessConfig.preset("off_tanet_aligned"),
                               input_kind="flow_stack", class_names=("negative", "positive", "surprise"), recipe=recipe)
     rows = {"off_tanet exact": (off, 0), "off_tanet realtime": (off.with_options("realtime"), 0),
             "off_tanet realtime 1 thread": (off.with_options("realtime"), 1)}

@@ -13,6 +13,8 @@ input, restored from a bundle written by :func:`mer_keras.inference.fit.fit_fina
 3. **spotting** when no apex is given (:mod:`~mer_keras.inference.spotting`: the frame of
    largest motion from the onset inside the face mask; a two-frame clip is onset + apex);
 4. **alignment** (one similarity warp per frame to the bundle's size), **masks**;
+   A bundle trained on a dataset's cropped release (``source="cropped"``) skips steps 2 and
+   4: the frames are taken as face crops and resized (spotting then uses the whole crop);
 5. **tvl1** (onset -> apex, with its strain; at the bundle's ``flow_size`` when it has one,
    as :func:`~mer_keras.preprocess.pipeline.flow_and_strain` does for ``prepare``) and
    **strain_flow_image** (masking and the flow image) for flow inputs;
@@ -258,6 +260,8 @@ def clip_features(greys: Sequence[np.ndarray], onset: int | None, apex: int | No
         apex = onset
     elif apex is None and n - onset == 2:
         apex = onset + 1  # onset + apex: nothing to spot
+    if config.source == "cropped":
+        return _cropped_clip_features(greys, onset, apex, config, input_kind, options, timer, source)
 
     # -- reference face: the onset, else the first frame with a face
     t = time.perf_counter()
@@ -331,6 +335,37 @@ def clip_features(greys: Sequence[np.ndarray], onset: int | None, apex: int | No
     info = {"onset": onset, "apex": apex, "apex_spotted": spotted, "reference_frame": reference,
             "motion_curve": None if curve is None else [float(v) for v in curve]}
     info["cpu_ms"] = timer.cpu_ms
+    return features, info, timer.ms
+
+
+def _cropped_clip_features(greys, onset: int, apex: int | None, config, input_kind: str, options, timer, source):
+    """``clip_features`` of a cropped-release bundle: the frames are face crops, taken as they are.
+
+    No detection, landmarks, alignment or mask (the bundle was trained on a dataset's own
+    crops, ``PreprocessConfig.source == "cropped"``); an apex that is not given is spotted
+    over the whole crop. The arrays are those of
+    :func:`~mer_keras.preprocess.pipeline.preprocess_cropped` on the same grey frames.
+    """
+    from mer_keras.preprocess.pipeline import preprocess_cropped
+
+    t = time.perf_counter()
+    curve, spotted = None, False
+    if apex is None:
+        apex, curve = spot_apex(greys, None, onset, options.spotting)
+        spotted = True
+        t = timer.add("spotting", t)
+    apex = int(apex)
+    flow = input_kind in FLOW_KINDS
+    if flow and not config.compute_flow:
+        raise ClipError(f"{source}: the bundle's pre-processing computes no flow, but its network reads {input_kind!r}")
+    if flow and onset == apex:
+        raise ClipError(f"{source}: optical flow needs two different frames (onset {onset} = apex {apex})")
+    selected = range(onset, apex + 1) if input_kind in FRAME_KINDS else (onset, apex)
+    run = config.replace(keep="onset_to_apex" if input_kind in FRAME_KINDS else "onset_apex", compute_flow=flow)
+    features = preprocess_cropped([greys[i] for i in selected], run, params=options.tvl1)
+    timer.add("tvl1" if flow else "alignment", t)
+    info = {"onset": onset, "apex": apex, "apex_spotted": spotted, "reference_frame": onset,
+            "motion_curve": None if curve is None else [float(v) for v in curve], "cpu_ms": timer.cpu_ms}
     return features, info, timer.ms
 
 

@@ -55,13 +55,15 @@ class SpottingConfig:
         return out
 
 
-def motion_curve(greys, landmarks: np.ndarray, onset: int, config: SpottingConfig | None = None,
+def motion_curve(greys, landmarks: np.ndarray | None, onset: int, config: SpottingConfig | None = None,
                  margin: float = 0.1) -> np.ndarray:
     """Motion score of every frame against frame ``onset`` (see the module docstring).
 
     ``greys``: the clip's grey uint8 frames (raw size); ``landmarks``: the 68 raw-frame
-    landmarks of the reference face. Returns a float64 array with one score per frame
-    (``0`` at the onset; mean flow magnitude in pixels at ``size``), unsmoothed.
+    landmarks of the reference face, or ``None`` for face crops (a cropped-release
+    pipeline): each frame is then resized to ``size`` and every pixel counts. Returns a
+    float64 array with one score per frame (``0`` at the onset; mean flow magnitude in
+    pixels at ``size``), unsmoothed.
     """
     import cv2
 
@@ -69,14 +71,20 @@ def motion_curve(greys, landmarks: np.ndarray, onset: int, config: SpottingConfi
     from mer_keras.preprocess.masks import MaskConfig, build_mask
 
     config = config or SpottingConfig()
-    tf = estimate_alignment(landmarks, config.size, margin=margin)
-    keep = build_mask(tf.transform_points(landmarks), config.size, MaskConfig())
-    if not keep.any():
-        keep = np.ones_like(keep)
     s = config.size
+    if landmarks is None:  # face crops: the whole frame is the face
+        keep = np.ones((s, s), dtype=bool)
 
-    def small(frame):
-        return cv2.warpAffine(frame, tf.matrix, (s, s), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        def small(frame):
+            return cv2.resize(frame, (s, s), interpolation=cv2.INTER_LINEAR)
+    else:
+        tf = estimate_alignment(landmarks, config.size, margin=margin)
+        keep = build_mask(tf.transform_points(landmarks), config.size, MaskConfig())
+        if not keep.any():
+            keep = np.ones_like(keep)
+
+        def small(frame):
+            return cv2.warpAffine(frame, tf.matrix, (s, s), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
     reference = small(greys[onset])
     scores = []
@@ -104,7 +112,7 @@ def pick_apex(curve: np.ndarray, onset: int, config: SpottingConfig | None = Non
     return int(onset + 1 + np.argmax(smooth[onset + 1:]))
 
 
-def spot_apex(greys, landmarks: np.ndarray, onset: int = 0, config: SpottingConfig | None = None,
+def spot_apex(greys, landmarks: np.ndarray | None, onset: int = 0, config: SpottingConfig | None = None,
               margin: float = 0.1) -> tuple[int, np.ndarray]:
     """``(apex index, motion curve)`` of a clip (see the module docstring)."""
     curve = motion_curve(greys, landmarks, onset, config, margin=margin)

@@ -196,20 +196,28 @@ def format_bench_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+ROUTES = ("off_tanet", "off_tanet_aligned")
+"""The two pre-processing routes measured side by side: the datasets' cropped releases as they
+are (official Off-TANet ``data.py``) and landmark alignment of the raw frames (dlib)."""
+
+
 def run_prepare_throughput(
     processes: tuple[int, ...] = (1, 2),
     *,
     subjects_per_dataset: int = 4,
     clips_per_subject: int = 6,
-    preset: str = "off_tanet",
+    presets: tuple[str, ...] = ROUTES,
     workdir=None,
     print_fn: Callable[[str], None] | None = print,
 ) -> dict:
-    """Whole-dataset ``prepare`` throughput (clips/s) for each process count, same data, same run.
+    """Whole-dataset ``prepare`` throughput (clips/s) per preset and process count, same data, same run.
 
-    Writes a synthetic MEGC2019-style composite once, then prepares it from scratch into a
-    fresh cache per process count. Returns ``{"n_clips", "preset", "rows": [{processes,
-    seconds, clips_per_s, speedup}]}``; ``speedup`` is relative to the first process count.
+    Writes a synthetic MEGC2019-style composite once with both releases (raw frames and the
+    cropped twin), then prepares it from scratch into a fresh cache per preset and process
+    count; each preset reads the release its route takes (``PreprocessConfig.release``).
+    Returns ``{"n_clips", "rows": [{preset, source, processes, seconds, clips_per_s, speedup,
+    vs_first}]}``: ``speedup`` against the preset's first process count, ``vs_first`` the
+    time of the first preset divided by this one's at the same process count.
     """
     import tempfile
     from pathlib import Path
@@ -219,27 +227,37 @@ def run_prepare_throughput(
     from .cache import prepare
     from .pipeline import PreprocessConfig
 
+    rows = []
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         roots = write_composite(
             "megc2019", Path(tmp) / "data", subjects_per_dataset=subjects_per_dataset,
-            clips_per_subject=clips_per_subject, seed=0,
+            clips_per_subject=clips_per_subject, seed=0, release="both",
         )
-        manifest = megc2019(**roots)
-        config = PreprocessConfig.preset(preset)
-        rows = []
-        for n in processes:
-            result = prepare(manifest, Path(tmp) / f"cache{n}", config, workers=n, progress=False)
-            if len(result.skipped):
-                raise RuntimeError(f"benchmark clips were skipped: {result.skipped['reason'].tolist()}")
-            rows.append({"processes": n, "seconds": result.seconds, "clips_per_s": len(manifest) / result.seconds})
+        n_clips = 0
+        for preset in presets:
+            config = PreprocessConfig.preset(preset)
+            manifest = megc2019(**roots, release=config.release)
+            n_clips = len(manifest)
+            for n in processes:
+                result = prepare(manifest, Path(tmp) / f"cache_{preset}_{n}", config, workers=n, progress=False)
+                if len(result.skipped):
+                    raise RuntimeError(f"benchmark clips were skipped: {result.skipped['reason'].tolist()}")
+                rows.append({"preset": preset, "source": config.source, "processes": n, "seconds": result.seconds,
+                             "clips_per_s": len(manifest) / result.seconds})
     for row in rows:
-        row["speedup"] = row["clips_per_s"] / rows[0]["clips_per_s"]
-    out = {"n_clips": len(manifest), "preset": preset, "rows": rows}
+        first = next(r for r in rows if r["preset"] == row["preset"])
+        same_n = next(r for r in rows if r["processes"] == row["processes"])
+        row["speedup"] = row["clips_per_s"] / first["clips_per_s"]
+        row["vs_first"] = same_n["seconds"] / row["seconds"]
+    out = {"n_clips": n_clips, "rows": rows}
     if print_fn is not None:
-        print_fn(f"prepare throughput ({len(manifest)} synthetic clips, preset {preset!r}, includes process start-up)")
-        print_fn(f"  {'processes':>9} {'seconds':>8} {'clips/s':>8} {'speedup':>8}")
+        print_fn(f"prepare throughput ({n_clips} synthetic clips per route, includes process start-up; "
+                 f"'vs {presets[0]}' = its seconds / this row's)")
+        print_fn(f"  {'preset':<18} {'source':<8} {'processes':>9} {'seconds':>8} {'clips/s':>8} {'speedup':>8} "
+                 f"{'vs ' + presets[0]:>14}")
         for r in rows:
-            print_fn(f"  {r['processes']:>9} {r['seconds']:>8.1f} {r['clips_per_s']:>8.2f} {r['speedup']:>8.2f}")
+            print_fn(f"  {r['preset']:<18} {r['source']:<8} {r['processes']:>9} {r['seconds']:>8.1f} "
+                     f"{r['clips_per_s']:>8.2f} {r['speedup']:>8.2f} {r['vs_first']:>14.2f}")
     return out
 
 

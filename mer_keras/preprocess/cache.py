@@ -177,6 +177,7 @@ def prepare(
     start = time.perf_counter()
     config = config or PreprocessConfig()
     validate_manifest(manifest)
+    check_source(manifest, config)
     out = Path(out_dir)
     check_output_folder(out)
     (out / "clips").mkdir(parents=True, exist_ok=True)
@@ -184,6 +185,25 @@ def prepare(
     with contextlib.ExitStack() as stack:
         stack.enter_context(_lock_cache(out))
         return _prepare_locked(manifest, out, config, workers, progress, stack, start)
+
+
+def check_source(manifest: pd.DataFrame, config: PreprocessConfig) -> None:
+    """Refuse raw frames for the cropped route: it takes each frame as a face crop, without detection.
+
+    The cropped route (``source="cropped"``) resizes whole frames, so a raw 640x480 frame
+    would become a network input with the background in it: a wrong result, not an error.
+    The aligned route accepts both releases (a crop holds a face to detect).
+    """
+    if config.source != "cropped" or not len(manifest):
+        return
+    raw = manifest[manifest["release"] != "cropped"]
+    if len(raw):
+        sources = ", ".join(sorted(map(str, raw["dataset"].unique())))
+        raise ValueError(
+            f"the preprocessing source is 'cropped' (the datasets' own face crops, taken as they are), but {len(raw)} "
+            f"of {len(manifest)} clips ({sources}) come from raw frames: read the cropped release "
+            "(load_dataset/composite release='cropped'; `mer-keras prepare` does this for a cropped preset), or use "
+            "the aligned route for data without one (source='aligned', presets off_tanet_aligned / ststnet_aligned)")
 
 
 class OutputFolderError(FileExistsError, ValueError):

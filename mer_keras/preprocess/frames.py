@@ -215,6 +215,22 @@ def read_grey(path: PathLikeStr, *, checked: bool = False) -> np.ndarray:
     return image
 
 
+def read_colour(path: PathLikeStr, *, checked: bool = False) -> np.ndarray:
+    """BGR uint8 pixels of a complete frame file, as ``cv2.imread(path)`` gives them (grey files: 3 equal channels).
+
+    The cropped-release route reads frames this way before resizing and converting to grey,
+    in the order of the official Off-TANet ``data.py`` (imread -> resize -> grey).
+    """
+    import cv2
+
+    if not checked:
+        inspect_frame(path)
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise FrameError(f"{path}: not an image OpenCV can decode")
+    return image
+
+
 def check_consistent(infos: Sequence[FrameInfo]) -> None:
     """Raise :class:`FrameError` unless every frame has the same size and channel count.
 
@@ -246,4 +262,5 @@ def check_clip_frames(paths: Iterable[PathLikeStr]) -> list[FrameInfo]:
     return infos
 
 
-__all__ = ["FrameError", "FrameInfo", "check_clip_frames", "check_consistent", "inspect_frame", "read_grey"]
+__all__ = ["FrameError", "FrameInfo", "check_clip_frames", "check_consistent", "inspect_frame", "read_colour",
+           "read_grey"]

@@ -16,6 +16,14 @@ Order of operations (ShuffleNetV2-SVM Fig. 2; Off-TANet §4.1):
 3. TV-L1 flow onset -> apex on the aligned, *unmasked* frames; strain from that flow;
 4. the landmark mask (eyes, outside the face) applied to frames, flow and strain.
 
+Cropped-release route (``source="cropped"``, presets ``"off_tanet"`` and ``"ststnet"``): the
+frames are a dataset's own face crops (CASME II ``Cropped/.../reg_img46.jpg``) and are used
+as they are, in the official Off-TANet ``data.py`` order: read in colour, resized to
+``size`` x ``size`` with cubic interpolation, converted to grey; no detection, alignment or
+mask (``preprocessing.md``). The flow is computed at ``size``, at a stated ``flow_size``, or
+at the crop's own resolution (``flow_size="crop"``: the community's STSTNet flow images)
+and resized to ``size``.
+
 Apex-only clips (``compute_flow=False``, preset ``"mobilevit_apex"``): steps 1, 2 and 4
 only, no flow, strain or flow image. The MobileViT paper feeds the grey, aligned,
 eye-masked apex frame ("Pre-processing"), and its macro-expression set has single images
@@ -26,13 +34,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from os import PathLike
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Callable, Sequence
 
 import cv2
 import numpy as np
 
-from .face import ALIGN_MODES, FaceAligner, ImageLike, align_clip, align_frame
+from .face import ALIGN_MODES, FaceAligner, ImageLike, align_clip, align_frame, to_grey
 from .flow import (
     DERIVATIVES,
     NORMALISATIONS,
@@ -45,11 +54,17 @@ from .flow import (
     resize_map,
     tvl1_flow,
 )
+from .frames import read_colour
 from .masks import MaskConfig, apply_mask, build_mask
 
 KEEP_MODES = ("onset_apex", "onset_to_apex")
 INTERPOLATIONS = {"cubic": cv2.INTER_CUBIC, "linear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA, "lanczos": cv2.INTER_LANCZOS4}
-PRESETS = ("shufflenet", "mobilevit", "mobilevit_apex", "off_tanet", "ststnet")
+PRESETS = ("shufflenet", "mobilevit", "mobilevit_apex", "off_tanet", "off_tanet_aligned", "ststnet", "ststnet_aligned")
+SOURCES = ("aligned", "cropped")
+"""Where a clip's face comes from: ``"aligned"`` (dlib landmarks on raw frames, Eq. 1 of the
+ShuffleNetV2 paper) or ``"cropped"`` (the dataset's cropped release taken as it is)."""
+CROP_RESOLUTION = "crop"
+"""``flow_size`` value of the cropped route: the flow at each crop's own resolution."""
 SCHEMA_VERSION = 1
 """Bumped whenever the meaning of a field or the computation changes; part of the fingerprint."""
 
@@ -94,8 +109,11 @@ class PreprocessConfig:
     (issue 21): the onset and apex are aligned with the same crop at ``flow_size`` px, TV-L1
     and the strain are computed there, and the flow (vectors scaled) and strain are
     area-resized to ``size`` (:func:`~mer_keras.preprocess.flow.resize_flow`); ``None`` =
-    computed at ``size`` (and left out of :meth:`fingerprint`). TV-L1 on 28-px frames loses
-    the sub-pixel motion that the same crop at a larger size keeps.
+    computed at ``size`` (and left out of :meth:`fingerprint`); ``"crop"`` (cropped route only) =
+    at each crop's own resolution. TV-L1 on 28-px frames loses the sub-pixel motion that the
+    same crop at a larger size keeps. ``source``: ``"aligned"`` (detect, align, crop, mask) or
+    ``"cropped"`` (the frames are a cropped release: resized and converted to grey only, see
+    the module docstring; takes no landmark mask); hashed only when ``"cropped"``.
     """
 
     size: int = 112
@@ -110,7 +128,8 @@ class PreprocessConfig:
     flow_image: FlowImageOptions = field(default_factory=FlowImageOptions)
     keep: str = "onset_apex"
     compute_flow: bool = True
-    flow_size: int | None = None
+    flow_size: int | str | None = None
+    source: str = "aligned"
 
     def __post_init__(self) -> None:
         if int(self.size) != self.size or not (8 <= self.size <= 2048):
@@ -131,7 +150,16 @@ class PreprocessConfig:
             raise ValueError(f"keep must be one of {KEEP_MODES}, got {self.keep!r}")
         if not isinstance(self.compute_flow, bool):
             raise TypeError(f"compute_flow must be a bool, got {type(self.compute_flow).__name__}")
-        if self.flow_size is not None:
+        if self.source not in SOURCES:
+            raise ValueError(f"source must be one of {SOURCES}, got {self.source!r}")
+        if self.source == "cropped" and not self.mask.is_identity:
+            raise ValueError("source='cropped' takes the dataset's crops as they are, without landmarks, so it cannot "
+                             "apply a landmark mask: pass mask=MaskConfig.none(), or source='aligned' to mask")
+        if self.flow_size == CROP_RESOLUTION:
+            if self.source != "cropped":
+                raise ValueError("flow_size='crop' (the crop's own resolution) needs source='cropped'; "
+                                 "the aligned route takes an integer flow_size")
+        elif self.flow_size is not None:
             if isinstance(self.flow_size, bool) or int(self.flow_size) != self.flow_size or not (
                     8 <= self.flow_size <= 2048):
                 raise ValueError(f"flow_size must be None or an integer in [8, 2048], got {self.flow_size!r}")
@@ -140,6 +168,14 @@ class PreprocessConfig:
             if not isinstance(getattr(self, name), kind):
                 raise TypeError(f"{name} must be a {kind.__name__}, got {type(getattr(self, name)).__name__}")
         object.__setattr__(self, "size", int(self.size))
+
+    @property
+    def release(self) -> str:
+        """The dataset release this config reads: ``"cropped"`` for the cropped route, else ``"raw"``.
+
+        Pass it to the readers and composites (``load_dataset(name, root, release=config.release)``).
+        """
+        return "cropped" if self.source == "cropped" else "raw"
 
     # -- presets
     @classmethod
@@ -153,17 +189,26 @@ class PreprocessConfig:
         * ``"mobilevit_apex"``: as ``"mobilevit"`` without flow (``compute_flow=False``):
           the aligned, eye-masked grey apex only, single-image clips (JAFFE) accepted --
           the MobileViT paper's input for both its macro and micro sets.
-        * ``"off_tanet"`` (Off-TANet / ARFNet): 112 px, no mask; strain as the official
-          code computes it (``"official"`` formula, unscaled ``cv2.Sobel``) so that inputs
-          match the released weights; networks consume the float ``(u, v, strain)``.
-        * ``"ststnet"``: 28 px, no mask; Eq. 4 strain; ``(u, v, strain)`` min-max image; the
-          flow and strain computed on the same crop at 112 px and resized to 28
-          (``flow_size=112``): the community's STSTNet flow images are computed on the
-          datasets' face crops at their own resolution and then resized to 28, and TV-L1
-          on 28-px frames loses the sub-pixel motion (``tests/test_flow_resolution.py``).
+        * ``"off_tanet"`` (Off-TANet / ARFNet; official ``data.py``): the datasets' cropped
+          releases (``source="cropped"``), resized to 112 px with cubic interpolation, grey,
+          no mask; TV-L1 with OpenCV's defaults (``TVL1Params()``) at 112 px; strain as the
+          official code computes it (``"official"`` formula, unscaled ``cv2.Sobel``) so that
+          inputs match the released weights; networks consume the float ``(u, v, strain)``.
+        * ``"off_tanet_aligned"``: the same network input from raw frames (dlib alignment,
+          ``TVL1Params.fast()``), for data without a cropped release; not the official input.
+        * ``"ststnet"``: the cropped releases, flow and Eq. 4 strain computed at each crop's
+          own resolution (``flow_size="crop"``) and area-resized to 28 px, no mask,
+          ``(u, v, strain)`` min-max image, OpenCV's default TV-L1: the community's STSTNet
+          flow images are computed on the datasets' face crops at their own resolution and
+          then resized to 28 (``preprocessing.md``); TV-L1 on 28-px frames loses the
+          sub-pixel motion (``tests/test_flow_resolution.py``).
+        * ``"ststnet_aligned"``: the STSTNet input from raw frames: dlib crop, flow at 112 px
+          resized to 28 (``flow_size=112``), ``TVL1Params.fast()``.
 
-        All presets use ``TVL1Params.fast()`` (see ``mer_keras.preprocess.bench`` for the
-        measurement behind it); pass ``flow=TVL1Params()`` for OpenCV's defaults.
+        The aligned presets use ``TVL1Params.fast()`` (see ``mer_keras.preprocess.bench``
+        for the measurement behind it); pass ``flow=TVL1Params()`` for OpenCV's defaults.
+        The presets reproducing an official code's input use that code's TV-L1 (OpenCV's
+        defaults); ``flow=TVL1Params.fast()`` is the named faster option.
         """
         table = {
             "shufflenet": dict(
@@ -171,11 +216,14 @@ class PreprocessConfig:
             ),
             "mobilevit": dict(size=256, mask=MaskConfig.eyes_only(), flow_image=FlowImageOptions(third="magnitude")),
             "mobilevit_apex": dict(size=256, mask=MaskConfig.eyes_only(), compute_flow=False),
-            "off_tanet": dict(
-                size=112, mask=MaskConfig.none(), strain_variant="official", strain_derivative="sobel_raw"
-            ),
+            "off_tanet": dict(size=112, mask=MaskConfig.none(), strain_variant="official",
+                              strain_derivative="sobel_raw", source="cropped", flow=TVL1Params()),
+            "off_tanet_aligned": dict(size=112, mask=MaskConfig.none(), strain_variant="official",
+                                      strain_derivative="sobel_raw"),
             "ststnet": dict(size=28, mask=MaskConfig.none(), strain_variant="paper", strain_derivative="sobel",
-                            flow_size=112),
+                            source="cropped", flow_size=CROP_RESOLUTION, flow=TVL1Params()),
+            "ststnet_aligned": dict(size=28, mask=MaskConfig.none(), strain_variant="paper",
+                                    strain_derivative="sobel", flow_size=112),
         }
         if name not in table:
             raise ValueError(f"unknown preset {name!r}; choose from {PRESETS}")
@@ -209,15 +257,17 @@ class PreprocessConfig:
         """Hex SHA-256 (first ``length`` chars) of the canonical JSON of the config + schema version.
 
         Stable across processes and Python versions (sorted keys, floats via ``repr``);
-        changes when any field changes. ``compute_flow`` is hashed only when ``False`` and
-        ``flow_size`` only when set (their defaults leave the fingerprints of existing caches
-        unchanged).
+        changes when any field changes. ``compute_flow`` is hashed only when ``False``,
+        ``flow_size`` only when set and ``source`` only when ``"cropped"`` (their defaults
+        leave the fingerprints of existing caches unchanged).
         """
         config = self.to_dict()
         if config["compute_flow"]:
             del config["compute_flow"]
         if config["flow_size"] is None:
             del config["flow_size"]
+        if config["source"] == "aligned":
+            del config["source"]
         payload = {"schema": SCHEMA_VERSION, "config": config}
         text = json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False)
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[: int(length)]
@@ -280,23 +330,81 @@ class ClipFeatures:
         )
 
 
-def flow_and_strain(aligned_pair: Callable[[int], tuple[np.ndarray, np.ndarray]], config: PreprocessConfig,
+def flow_and_strain(aligned_pair: Callable[[int | None], tuple[np.ndarray, np.ndarray]], config: PreprocessConfig,
                     params: TVL1Params | None = None) -> tuple[np.ndarray, np.ndarray]:
     """TV-L1 flow onset -> apex and its optical strain at ``config.size``, computed at ``config.flow_size``.
 
-    ``aligned_pair(size)`` returns the aligned, unmasked grey onset and apex at ``size`` px
-    (the same crop at every size). With a working resolution (``flow_size``) the flow and
-    strain are computed there and resized to ``size`` (:func:`~mer_keras.preprocess.flow.resize_flow`:
-    area-averaged, vectors scaled; strain unscaled). ``params``: TV-L1 settings other than
-    ``config.flow`` (``predict --realtime``). Shared by ``prepare`` and ``predict``.
+    ``aligned_pair(size)`` returns the aligned (or cropped), unmasked grey onset and apex at
+    ``size`` px (the same crop at every size); ``size=None`` (``flow_size="crop"``) asks for
+    the crops at their own resolution. With a working resolution other than ``size`` the flow
+    and strain are computed there and resized to ``size``
+    (:func:`~mer_keras.preprocess.flow.resize_flow`: area-averaged, vectors scaled; strain
+    unscaled). ``params``: TV-L1 settings other than ``config.flow`` (``predict --realtime``).
+    Shared by ``prepare`` and ``predict``.
     """
-    work_size = config.flow_size or config.size
+    work_size = None if config.flow_size == CROP_RESOLUTION else (config.flow_size or config.size)
     onset, apex = aligned_pair(work_size)
     flow = tvl1_flow(onset, apex, params or config.flow)
     strain = optical_strain(flow, variant=config.strain_variant, derivative=config.strain_derivative)
-    if work_size != config.size:
+    if flow.shape[:2] != (config.size, config.size):
         flow, strain = resize_flow(flow, config.size), resize_map(strain, config.size)
     return flow, strain
+
+
+def _read_crop(item: ImageLike) -> np.ndarray:
+    """A cropped-release frame as the official code reads it: a path in colour (``cv2.imread``), an array as given."""
+    if isinstance(item, (str, PathLike)):
+        return read_colour(item)
+    image = np.asarray(item)
+    if image.ndim not in (2, 3) or image.size == 0:
+        raise ValueError(f"expected a grey or BGR image, got shape {image.shape}")
+    return image
+
+
+def _cropped_pair(crops: Sequence[np.ndarray], config: PreprocessConfig) -> Callable[[int | None], tuple]:
+    """``aligned_pair`` of :func:`flow_and_strain` for the cropped route: each crop resized, then grey."""
+    interpolation = INTERPOLATIONS[config.interpolation]
+
+    def pair(size: int | None) -> tuple[np.ndarray, np.ndarray]:
+        first, last = crops[0], crops[-1]
+        if size is None:  # the crops' own resolution; an apex of another size is brought to the onset's
+            height, width = first.shape[:2]
+            if last.shape[:2] != (height, width):
+                last = cv2.resize(last, (width, height), interpolation=interpolation)
+            return to_grey(first), to_grey(last)
+        return tuple(to_grey(cv2.resize(c, (size, size), interpolation=interpolation)) for c in (first, last))
+
+    return pair
+
+
+def preprocess_cropped(crops: Sequence[ImageLike], config: PreprocessConfig, *,
+                       params: TVL1Params | None = None) -> ClipFeatures:
+    """The cropped-release route (module docstring) on a clip's selected frames: onset .. apex, or (onset, apex).
+
+    ``crops``: paths (read in colour, as the official ``data.py`` does) or arrays (BGR or
+    grey) of face crops; each is resized to ``size`` and converted to grey, and the flow is
+    computed at the working resolution (:func:`flow_and_strain`). No landmark is located:
+    ``landmarks`` is NaN and ``mask`` all True. ``params``: TV-L1 settings other than
+    ``config.flow`` (``predict --realtime``). Shared by ``prepare`` and ``predict``.
+    """
+    crops = [_read_crop(item) for item in crops]
+    interpolation = INTERPOLATIONS[config.interpolation]
+    greys = np.stack([to_grey(cv2.resize(c, (config.size, config.size), interpolation=interpolation))
+                      for c in crops])
+    onset, apex = greys[0], greys[-1]
+    mask = np.ones((config.size, config.size), dtype=bool)
+    landmarks = np.full((68, 2), np.nan, dtype=np.float32)
+    frames = greys if config.keep == "onset_to_apex" else None
+    if not config.compute_flow:
+        return ClipFeatures(onset=onset, apex=apex, flow=None, strain=None, flow_image=None, mask=mask,
+                            landmarks=landmarks, frames=frames)
+    pair = _cropped_pair([crops[0], crops[-1]], config)
+    flow, strain = flow_and_strain(lambda size: (onset, apex) if size == config.size else pair(size), config, params)
+    opts = config.flow_image
+    image = flow_image(flow, strain=strain, third=opts.third, normalisation=opts.normalisation,
+                       flow_scale=opts.flow_scale, third_scale=opts.third_scale)
+    return ClipFeatures(onset=onset, apex=apex, flow=flow, strain=strain, flow_image=image, mask=mask,
+                        landmarks=landmarks, frames=frames)
 
 
 def preprocess_clip(
@@ -332,6 +440,8 @@ def preprocess_clip(
         selected = items[onset_index : apex_index + 1]
     else:
         selected = [items[onset_index], items[apex_index]]
+    if config.source == "cropped":
+        return preprocess_cropped(selected, config)
     if aligner is None:
         aligner = FaceAligner(upsample=config.upsample, fallback_upsample=config.upsample + 1)
     aligned = align_clip(

@@ -2,7 +2,9 @@
 
 Every reader takes ``(root, annotation=None, label_map=None, **options)`` and exposes
 ``.manifest`` (columns ``MANIFEST_COLUMNS``, ``attrs["issues"]``) and ``.issues``.
-The bad-input rules are listed in :mod:`mer_keras.data.readers._common`.
+The bad-input rules are listed in :mod:`mer_keras.data.readers._common`. The
+micro-expression readers but MMEW also take ``release="raw" | "cropped"`` (the dataset's
+own face crops; :mod:`mer_keras.data.readers.micro`, ``docs/datasets.md``).
 """
 
 from __future__ import annotations

@@ -151,6 +151,41 @@ def first_existing_dir(root: Path, candidates: Iterable[str], override=None) -> 
     return root
 
 
+def locate_frames(
+    root: Path, raw_dirs: Iterable[str], cropped_dirs: Iterable[str], release: str, override, dataset: str
+) -> tuple[Path, str]:
+    """The frames folder of one release and the release it holds: ``(folder, "raw" | "cropped")``.
+
+    * ``override`` (``frames_dir=``, relative to ``root`` allowed) wins and is taken as the
+      requested ``release``;
+    * ``release="raw"``: the first of ``raw_dirs`` under ``root``; where none exists but a
+      cropped release does, that one (recorded ``"cropped"``); else ``root`` itself;
+    * ``release="cropped"``: the first of ``cropped_dirs`` under ``root``; none raises
+      ``FileNotFoundError`` naming the folders looked for and the two fixes.
+    """
+    if override is not None:
+        return first_existing_dir(root, (), override), release
+    raw_dirs, cropped_dirs = tuple(raw_dirs), tuple(cropped_dirs)
+    cropped = next((root / name for name in cropped_dirs if (root / name).is_dir()), None)
+    if release == "cropped":
+        if cropped is None:
+            raise missing_cropped_release(dataset, root, cropped_dirs)
+        return cropped, "cropped"
+    raw = next((root / name for name in raw_dirs if (root / name).is_dir()), None)
+    if raw is None and cropped is not None:
+        return cropped, "cropped"
+    return (raw or root), "raw"
+
+
+def missing_cropped_release(dataset: str, root: Path, looked_for: Iterable[str]) -> FileNotFoundError:
+    """The error of ``release="cropped"`` when no cropped-release folder exists under ``root``."""
+    return FileNotFoundError(
+        f"{dataset}: release='cropped' but none of the cropped-release folders {list(looked_for)} exists under "
+        f"{root}; pass release='raw' to read the raw frames (and align them), or frames_dir= the folder that holds "
+        "the cropped clips"
+    )
+
+
 # ----------------------------------------------------------------------------- values
 
 
@@ -231,6 +266,7 @@ class ReaderBase:
     fps: float = float("nan")
     vocabulary: tuple[str, ...] = ()
     default_label_map: Mapping[str, str | None] = {}
+    frames_release: str = "raw"  # the release of the folder read; readers of a cropped release set it
 
     def __init__(self, root, annotation=None, label_map=None):
         self.root = Path(root)
@@ -298,7 +334,8 @@ class ReaderBase:
             return on, mid, off
         if not on <= ap <= off:
             mid = middle(on, off)
-            self.log.add(subject, clip, "apex outside onset..offset", "fixed", f"apex={ap} not in {on}..{off} -> middle frame {mid}")
+            self.log.add(subject, clip, "apex outside onset..offset", "fixed",
+                         f"apex={ap} not in {on}..{off} -> middle frame {mid}")
             return on, mid, off
         return on, ap, off
 
@@ -309,7 +346,8 @@ class ReaderBase:
             return None
         numbers = sorted(n for n in available if onset <= n <= offset)
         if not numbers:
-            self.log.add(subject, clip, "no frame file inside onset..offset", "dropped", f"{onset}..{offset} in {folder}")
+            self.log.add(subject, clip, "no frame file inside onset..offset", "dropped",
+                         f"{onset}..{offset} in {folder}")
             return None
         if numbers[0] != onset or numbers[-1] != offset:
             self.log.add(
@@ -342,6 +380,7 @@ class ReaderBase:
             emotion=emotion,
             label=self.label_of(emotion),
             fps=self.fps if fps is None else fps,
+            release=self.frames_release,
         )
 
 
@@ -357,11 +396,15 @@ class AnnotatedReader(ReaderBase):
     frame_pattern: re.Pattern
     optional_columns: tuple[str, ...] = ()
     frames_dir = None  # readers taking ``frames_dir=`` set it before ``super().__init__``
+    release = "raw"  # readers taking ``release=`` set it (checked) before ``super().__init__``
+    frame_dirs: tuple[str, ...] = ()  # raw-release folders under root, in order of preference
+    cropped_dirs: tuple[str, ...] = ()  # cropped-release folders under root (none: no cropped release)
 
     def _locate(self) -> Path:
-        """Find the annotation file and the frames root (``frame_dirs`` or ``frames_dir``)."""
+        """Find the annotation file and the frames root of the requested release (:func:`locate_frames`)."""
         self.annotation_path = find_annotation(self.root, self.annotation, self.annotation_patterns, self.name)
-        self.frames_root = first_existing_dir(self.root, self.frame_dirs, self.frames_dir)
+        self.frames_root, self.frames_release = locate_frames(
+            self.root, self.frame_dirs, self.cropped_dirs, self.release, self.frames_dir, self.name)
         return self.annotation_path
 
     def _table(self) -> pd.DataFrame:

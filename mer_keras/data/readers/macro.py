@@ -17,10 +17,12 @@ from typing import Mapping
 from ._common import ReaderBase, first_existing_dir, frame_regex, list_frames
 from .micro import broad_label_map
 
-CKPLUS_EMOTIONS = {0: "neutral", 1: "anger", 2: "contempt", 3: "disgust", 4: "fear", 5: "happy", 6: "sadness", 7: "surprise"}
+CKPLUS_EMOTIONS = {0: "neutral", 1: "anger", 2: "contempt", 3: "disgust", 4: "fear", 5: "happy", 6: "sadness",
+                   7: "surprise"}
 """CK+ emotion codes (datasets.md)."""
 
-JAFFE_EMOTIONS = {"AN": "anger", "DI": "disgust", "FE": "fear", "HA": "happiness", "NE": "neutral", "SA": "sadness", "SU": "surprise"}
+JAFFE_EMOTIONS = {"AN": "anger", "DI": "disgust", "FE": "fear", "HA": "happiness", "NE": "neutral", "SA": "sadness",
+                  "SU": "surprise"}
 """JAFFE file-name emotion letters (datasets.md)."""
 
 
@@ -158,7 +160,8 @@ class JAFFE(ReaderBase):
                 self.log.add(subject, clip, "unknown emotion", "dropped", f"emotion letters {code!r}")
                 continue
             if self.first_occurrence(subject, clip):
-                yield self.make_row(subject, clip, JAFFE_EMOTIONS[code], (number,), (str(path),), number, number, number)
+                yield self.make_row(subject, clip, JAFFE_EMOTIONS[code], (number,), (str(path),),
+                                    number, number, number)
 
 
 class MUG(SequenceReader):

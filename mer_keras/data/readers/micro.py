@@ -14,6 +14,16 @@ All repair/drop rules are those of :mod:`mer_keras.data.readers._common`:
 * apex frame file missing: apex := nearest existing frame, fixed.
 
 Frame numbers in the manifest are the dataset's own (``img46.jpg`` -> 46).
+
+Releases: every reader but MMEW takes ``release="raw"`` (the recorded frames) or
+``release="cropped"`` (the dataset's own face crops, which the official Off-TANet
+``data.py`` reads: ``casme1_cropped/``, ``casme2_cropped/``, ``casme^2_cropped/``;
+preprocessing.md). ``"raw"`` looks in the raw folders first and, where only a cropped
+release exists, reads that one; ``"cropped"`` looks only in the cropped folders and raises
+``FileNotFoundError`` naming them when none exists. The manifest's ``release`` column
+records the folder actually read. ``frames_dir=`` overrides the folder and is taken as the
+requested release. Each docstring says which cropped layout is confirmed (datasets.md, the
+official code) and which is inferred.
 """
 
 from __future__ import annotations
@@ -24,16 +34,18 @@ from typing import Mapping
 
 import pandas as pd
 
-from ..manifest import AnnotationError
+from ..manifest import AnnotationError, check_release
 from ._common import (
     AnnotatedReader,
     ReaderBase,
     as_int,
     as_text,
     find_header_row,
+    first_existing_dir,
     frame_regex,
     header_key,
     list_frames,
+    missing_cropped_release,
     read_sheet,
     select_columns,
 )
@@ -66,23 +78,27 @@ class CASME2(AnnotatedReader):
     Layout (datasets.md): ``CASME2-coding-20140508.xlsx`` (or ``-20190701.xlsx``), one
     sheet, header in row 1; columns selected by name (``Subject, Filename, OnsetFrame,
     ApexFrame, OffsetFrame, Estimated Emotion``; blank ``Unnamed: N``, ``Action Units``
-    and ``Objective Class`` columns are ignored). Frames
-    ``CASME2_RAW_selected/sub01/EP02_01f/img46.jpg`` or ``Cropped/.../reg_img46.jpg``.
-    ``Subject`` 1 -> subject id ``sub01``.
+    and ``Objective Class`` columns are ignored). ``Subject`` 1 -> subject id ``sub01``.
+
+    Frames: raw ``CASME2_RAW_selected/sub01/EP02_01f/img46.jpg`` (``CASME2_RAW`` also
+    accepted); cropped ``Cropped/sub01/EP02_01f/reg_img46.jpg`` (confirmed: datasets.md), also
+    under ``CASME2_Cropped/`` or ``casme2_cropped/`` (the folder name of the official
+    Off-TANet ``data.py``). ``release`` picks the folder (module docstring: ``"raw"`` falls
+    back to a cropped folder when no raw one exists, else root); ``frames_dir`` overrides it.
 
     Default labels are the MEGC2019 rules: happiness -> positive, surprise -> surprise,
     disgust and repression -> negative, others/sadness/fear -> ``None``.
     Issue rules: see the module docstring (a ``/`` or blank apex -> middle frame).
-    ``frames_dir`` overrides the frame folder (default: the first of
-    ``CASME2_RAW_selected``, ``CASME2_RAW``, ``Cropped``, ``CASME2_Cropped`` under root, else root).
     """
 
     name = "casme2"
     fps = 200.0
     vocabulary = ("happiness", "surprise", "disgust", "repression", "others", "sadness", "fear")
-    default_label_map = {"happiness": "positive", "surprise": "surprise", "disgust": "negative", "repression": "negative"}
+    default_label_map = {"happiness": "positive", "surprise": "surprise", "disgust": "negative",
+                         "repression": "negative"}
     annotation_patterns = ("CASME2-coding-*.xlsx", "CASME2-coding-*.xls", "CASME2*.xlsx")
-    frame_dirs = ("CASME2_RAW_selected", "CASME2_RAW", "Cropped", "CASME2_Cropped")
+    frame_dirs = ("CASME2_RAW_selected", "CASME2_RAW")
+    cropped_dirs = ("Cropped", "CASME2_Cropped", "casme2_cropped")
     frame_pattern = frame_regex(r"(?:reg_)?img(\d+)\.{ext}")
     columns = {
         "subject": ("Subject",),
@@ -93,8 +109,9 @@ class CASME2(AnnotatedReader):
         "emotion": ("Estimated Emotion", "Emotion"),
     }
 
-    def __init__(self, root, annotation=None, label_map=None, frames_dir=None):
+    def __init__(self, root, annotation=None, label_map=None, frames_dir=None, *, release="raw"):
         self.frames_dir = frames_dir
+        self.release = check_release(release, self.name)
         super().__init__(root, annotation, label_map)
 
     def _subject_id(self, value):
@@ -118,7 +135,13 @@ class SAMM(AnnotatedReader):
     first; the header is the 14th row (``header=13``; if that row lacks the column names
     the first row holding ``Subject`` and ``Filename`` is used). Columns by name:
     ``Subject, Filename, Onset Frame, Apex Frame, Offset Frame, Estimated Emotion``.
-    Frames ``SAMM/006/006_1_2/006_05562.jpg``; ``Subject`` 6 -> ``006``.
+    ``Subject`` 6 -> ``006``.
+
+    Frames: raw ``SAMM/006/006_1_2/006_05562.jpg`` (confirmed: datasets.md; root itself
+    when there is no ``SAMM`` folder); cropped ``SAMM_CROP/`` or ``SAMM_cropped/`` with the
+    raw folder and file names (inferred: no public description of the cropped release's
+    layout; a ``reg_`` file-name prefix is accepted too). ``release`` and ``frames_dir`` as
+    in :class:`CASME2`.
 
     Default labels are the MEGC2019 rules: Happiness -> positive, Surprise -> surprise,
     Anger/Contempt/Disgust/Fear/Sadness -> negative, Other -> ``None``.
@@ -137,7 +160,8 @@ class SAMM(AnnotatedReader):
     annotation_patterns = ("SAMM_Micro_FACS_Codes_v2.xlsx", "SAMM_Micro_FACS_Codes*.xls*", "SAMM*.xlsx")
     header_row = 13
     frame_dirs = ("SAMM",)
-    frame_pattern = frame_regex(r"\d+_(\d+)\.{ext}")
+    cropped_dirs = ("SAMM_CROP", "SAMM_cropped")
+    frame_pattern = frame_regex(r"(?:reg_)?\d+_(\d+)\.{ext}")
     columns = {
         "subject": ("Subject",),
         "clip": ("Filename",),
@@ -147,8 +171,9 @@ class SAMM(AnnotatedReader):
         "emotion": ("Estimated Emotion", "Emotion"),
     }
 
-    def __init__(self, root, annotation=None, label_map=None, frames_dir=None):
+    def __init__(self, root, annotation=None, label_map=None, frames_dir=None, *, release="raw"):
         self.frames_dir = frames_dir
+        self.release = check_release(release, self.name)
         super().__init__(root, annotation, label_map)
 
     def _table(self):
@@ -189,6 +214,15 @@ def smic_clip(text) -> str:
     return as_text(text) if m is None else f"s{int(m.group(1)):02d}_{m.group(2)}"
 
 
+def _in_smic_cropped(folder: Path) -> bool:
+    """Whether an HS folder candidate lies in the cropped release (``SMIC_all_cropped/HS`` or below it)."""
+    return SMIC_CROPPED_DIR in folder.parts[-2:]
+
+
+def _holds_smic_subjects(folder: Path) -> bool:
+    return folder.is_dir() and any(smic_subject(p.name) for p in folder.iterdir() if p.is_dir())
+
+
 def _apex_mapping(apex, dataset: str) -> dict[str, int]:
     """Apex frames by normalised clip id, from a mapping or a csv/xlsx with Filename + Apex columns."""
     if apex is None:
@@ -197,7 +231,8 @@ def _apex_mapping(apex, dataset: str) -> dict[str, int]:
         return {smic_clip(k): int(v) for k, v in apex.items()}
     path = Path(apex)
     table = pd.read_csv(path) if path.suffix.lower() == ".csv" else read_sheet(path, sheet_name=0)
-    cols = select_columns(table, {"clip": ("Filename", "clip"), "apex": ("ApexFrame", "Apex Frame", "Apex", "ApexF")}, path)
+    spec = {"clip": ("Filename", "clip"), "apex": ("ApexFrame", "Apex Frame", "Apex", "ApexF")}
+    cols = select_columns(table, spec, path)
     out = {}
     for clip, value in zip(cols["clip"], cols["apex"]):
         number = as_int(value)
@@ -206,12 +241,20 @@ def _apex_mapping(apex, dataset: str) -> dict[str, int]:
     return out
 
 
+SMIC_RAW_DIR, SMIC_CROPPED_DIR = "SMIC_all_raw", "SMIC_all_cropped"
+
+
 class SMIC(ReaderBase):
     """SMIC-HS (2013): 16 subjects, 164 clips, 100 fps; the label is the folder.
 
     Layout (datasets.md): ``SMIC_all_raw/HS/s1/micro/negative/s1_ne_01/image*.bmp``
     (label folders ``negative``/``positive``/``surprise``, also ``ne``/``po``/``sur``).
     ``root`` may be the folder holding ``SMIC_all_raw``, ``SMIC_all_raw`` itself or ``HS``.
+    Cropped release (``release="cropped"``): ``SMIC_all_cropped/HS/s1/micro/negative/
+    s1_ne_01/reg_image*.bmp`` (inferred from the raw layout and the ``reg_`` names of the
+    CASME releases; ``image*`` names are accepted too); ``root`` may also be
+    ``SMIC_all_cropped`` itself or its ``HS``. ``frames_dir`` names the HS folder (the one
+    holding ``s1``, ``s2``, ...) directly and is taken as the requested release.
     Subjects are normalised to ``s01`` and clips to ``s01_ne_01`` (the MEGC2019 list's
     spelling) whichever of ``s1``/``s01`` the folders use; frame paths stay the real ones.
     Onset/offset are the first/last frame of the clip folder; the apex is the middle frame
@@ -228,22 +271,42 @@ class SMIC(ReaderBase):
     fps = 100.0
     vocabulary = tuple(SMIC_LABELS)
     default_label_map = SMIC_LABELS
-    frame_pattern = frame_regex(r"image(\d+)\.{ext}")
+    frame_pattern = frame_regex(r"(?:reg_)?image(\d+)\.{ext}")
 
-    def __init__(self, root, annotation=None, label_map=None, apex=None):
+    def __init__(self, root, annotation=None, label_map=None, apex=None, *, frames_dir=None, release="raw"):
         self.apex = apex
+        self.frames_dir = frames_dir
+        self.release = check_release(release, self.name)
         super().__init__(root, annotation, label_map)
 
     def _hs_dir(self) -> Path:
-        for candidate in (self.root / "SMIC_all_raw" / "HS", self.root / "HS", self.root):
-            if candidate.is_dir() and any(smic_subject(p.name) for p in candidate.iterdir() if p.is_dir()):
+        """The HS folder of the requested release; sets ``frames_release`` to the release found."""
+        if self.frames_dir is not None:
+            folder = first_existing_dir(self.root, (), self.frames_dir)
+            if not folder.is_dir():
+                raise FileNotFoundError(f"smic: frames_dir {folder} is not a folder; give the HS folder that holds "
+                                        "the subject folders s1, s2, ...")
+            self.frames_release = self.release
+            return folder
+        raw = (self.root / SMIC_RAW_DIR / "HS", self.root / "HS", self.root)
+        cropped = (self.root / SMIC_CROPPED_DIR / "HS",)
+        if self.release == "cropped":  # root may itself be SMIC_all_cropped or its HS
+            candidates = cropped + tuple(c for c in raw if _in_smic_cropped(c))
+        else:  # the raw release first; a cropped one only where no raw one exists
+            candidates = raw + cropped
+        for candidate in candidates:
+            if _holds_smic_subjects(candidate):
+                self.frames_release = "cropped" if _in_smic_cropped(candidate) else "raw"
                 return candidate
+        if self.release == "cropped":
+            raise missing_cropped_release(self.name, self.root, [f"{SMIC_CROPPED_DIR}/HS"])
         raise FileNotFoundError(f"smic: no HS subject folders (s1, s2, ...) under {self.root}")
 
     def _rows(self):
         apex = _apex_mapping(self.apex, self.name)
         hs = self.hs_dir = self._hs_dir()
-        subjects = sorted((p for p in hs.iterdir() if p.is_dir() and smic_subject(p.name)), key=lambda p: smic_subject(p.name))
+        subjects = sorted((p for p in hs.iterdir() if p.is_dir() and smic_subject(p.name)),
+                          key=lambda p: smic_subject(p.name))
         for subject_dir in subjects:
             subject = smic_subject(subject_dir.name)
             micro = subject_dir / "micro"
@@ -279,7 +342,9 @@ class SMICE(AnnotatedReader):
     OnsetF, OffsetF, Emotion``; no apex column, so the apex is the middle frame unless
     ``apex`` (mapping or file, as for :class:`SMIC`) gives it. Subject and clip ids are
     normalised as in :class:`SMIC`; the clip folder is found under either spelling.
-    Issue rules: module docstring.
+    Frames: raw ``SMIC-HS-E/`` (datasets.md); cropped ``SMIC-HS-E_cropped/`` with the same
+    folders and ``reg_image{6 digits}.jpg`` (inferred; ``image*`` names accepted too).
+    ``release`` and ``frames_dir`` as in :class:`CASME2`. Issue rules: module docstring.
     """
 
     name = "smic"
@@ -288,7 +353,8 @@ class SMICE(AnnotatedReader):
     default_label_map = SMIC_LABELS
     annotation_patterns = ("SMIC-HS-E_annotation.xlsx", "SMIC*annotation*.xls*")
     frame_dirs = ("SMIC-HS-E",)
-    frame_pattern = frame_regex(r"image(\d+)\.{ext}")
+    cropped_dirs = ("SMIC-HS-E_cropped",)
+    frame_pattern = frame_regex(r"(?:reg_)?image(\d+)\.{ext}")
     columns = {
         "subject": ("Subject",),
         "clip": ("Filename",),
@@ -297,8 +363,10 @@ class SMICE(AnnotatedReader):
         "emotion": ("Emotion", "Estimated Emotion"),
     }
 
-    def __init__(self, root, annotation=None, label_map=None, apex=None):
+    def __init__(self, root, annotation=None, label_map=None, apex=None, *, frames_dir=None, release="raw"):
         self.apex_map = _apex_mapping(apex, "smic")
+        self.frames_dir = frames_dir
+        self.release = check_release(release, self.name)
         super().__init__(root, annotation, label_map)
 
     def _subject_id(self, value):
@@ -335,7 +403,8 @@ class MMEW(AnnotatedReader):
     clip folder is looked up under the row's emotion folder, then under any emotion folder.
     Subject ids are written ``S01``. Default labels: happiness -> positive, surprise ->
     surprise, disgust/fear/sadness/anger -> negative, others -> ``None``. Issue rules:
-    module docstring.
+    module docstring. MMEW has no documented cropped release: ``release="cropped"`` raises
+    ``ValueError``.
     """
 
     name = "mmew"
@@ -346,6 +415,12 @@ class MMEW(AnnotatedReader):
     frame_dirs = ("Micro_Expression",)
     frame_pattern = frame_regex(r"(\d+)\.{ext}")
     columns = CASME2.columns
+
+    def __init__(self, root, annotation=None, label_map=None, *, release="raw"):
+        if check_release(release, self.name) == "cropped":
+            raise ValueError("mmew: MMEW has no documented cropped release (datasets.md gives only the raw "
+                             "Micro_Expression/{emotion}/S01-01-001/15.jpg frames); read it with release='raw'")
+        super().__init__(root, annotation, label_map)
 
     def _table(self):
         table = super()._table()
@@ -374,8 +449,13 @@ class CASME(AnnotatedReader):
     Layout (datasets.md): an ``.xls`` sheet ``Subject, Filename, [blank], OnsetF, ApexF1,
     ApexF2, OffsetF, [blank], Action Units, Emotion`` -- columns selected by name, the
     blank ones ignored; ``ApexF1`` is the apex (``ApexF2``, a second apex, is ignored
-    unless ``ApexF1`` is blank). Frames ``sub01/EP01_5/EP01_5-1.jpg`` (cropped
-    ``reg_EP01_5-113.jpg``), under root or one of ``CASME_raw_selected``, ``Cropped``.
+    unless ``ApexF1`` is blank).
+
+    Frames: raw ``sub01/EP01_5/EP01_5-1.jpg`` under ``CASME_raw_selected/`` (or root);
+    cropped ``reg_EP01_5-113.jpg`` (the file name is confirmed: datasets.md) under
+    ``Cropped/``, ``CASME_cropped/`` or ``casme1_cropped/`` (the folder name of the official
+    Off-TANet ``data.py``; ``Cropped`` is inferred from the CASME II release).
+    ``release`` and ``frames_dir`` as in :class:`CASME2`.
     Default labels (Off-TANet rules): happiness/amusement -> positive, surprise ->
     surprise, disgust/repression/sadness/fear/contempt -> negative, tense -> ``None``.
     Issue rules: module docstring.
@@ -386,7 +466,8 @@ class CASME(AnnotatedReader):
     vocabulary = ("happiness", "amusement", "surprise", "disgust", "repression", "sadness", "fear", "contempt", "tense")
     default_label_map = broad_label_map(vocabulary)
     annotation_patterns = ("CASME*.xls", "CASME*.xlsx", "*.xls")
-    frame_dirs = ("CASME_raw_selected", "CASME_RAW_selected", "Cropped")
+    frame_dirs = ("CASME_raw_selected", "CASME_RAW_selected")
+    cropped_dirs = ("Cropped", "CASME_cropped", "casme1_cropped")
     frame_pattern = frame_regex(r"(?:reg_)?.+-(\d+)\.{ext}")
     columns = {
         "subject": ("Subject",),
@@ -400,8 +481,9 @@ class CASME(AnnotatedReader):
 
     optional_columns = ("apex2",)
 
-    def __init__(self, root, annotation=None, label_map=None, frames_dir=None):
+    def __init__(self, root, annotation=None, label_map=None, frames_dir=None, *, release="raw"):
         self.frames_dir = frames_dir
+        self.release = check_release(release, self.name)
         super().__init__(root, annotation, label_map)
 
     _subject_id = CASME2._subject_id
@@ -434,6 +516,10 @@ class CASMESq(AnnotatedReader):
     (``15``); ``naming rule2`` maps the clip's video (``disgust1``) -> 4-digit code
     (``0101``). Frames ``rawpic/s15/15_0101disgustingteeth/img1.jpg``: the folder is found
     by the ``{prefix}_{code}`` start of its name; a video folder holds several clips.
+    Cropped release: ``cropped/`` or ``casme^2_cropped/`` mirroring ``rawpic/``
+    (``cropped/s15/15_0101disgustingteeth/img1.jpg``; inferred from the official Off-TANet
+    ``data.py`` path ``casme^2_cropped/<Subject>/<Sample>/img<n>.jpg``).
+    ``release`` and ``frames_dir`` as in :class:`CASME2`.
 
     ``expression_type`` selects ``"micro"`` (default), ``"macro"`` or ``"all"`` rows.
     Subject ids are the folder names (``s15``). A main sheet with fewer than the 8 needed
@@ -448,13 +534,18 @@ class CASMESq(AnnotatedReader):
     default_label_map = {"positive": "positive", "negative": "negative", "surprise": "surprise"}
     annotation_patterns = ("CAS(ME)^2code_final.xlsx", "CAS(ME)*code*.xls*")
     frame_dirs = ("rawpic",)
-    frame_pattern = frame_regex(r"img(\d+)\.{ext}")
-    TYPES = {"micro": ("micro-expression",), "macro": ("macro-expression",), "all": ("micro-expression", "macro-expression")}
+    cropped_dirs = ("cropped", "casme^2_cropped")
+    frame_pattern = frame_regex(r"(?:reg_)?img(\d+)\.{ext}")
+    TYPES = {"micro": ("micro-expression",), "macro": ("macro-expression",),
+             "all": ("micro-expression", "macro-expression")}
 
-    def __init__(self, root, annotation=None, label_map=None, expression_type="micro"):
+    def __init__(self, root, annotation=None, label_map=None, expression_type="micro", *, frames_dir=None,
+                 release="raw"):
         if expression_type not in self.TYPES:
             raise ValueError(f"expression_type must be one of {tuple(self.TYPES)}, got {expression_type!r}")
         self.expression_type = expression_type
+        self.frames_dir = frames_dir
+        self.release = check_release(release, self.name)
         super().__init__(root, annotation, label_map)
 
     def _table(self):

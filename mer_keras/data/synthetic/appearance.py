@@ -39,9 +39,9 @@ Magnitude (measured; see :data:`APPEARANCE_STRENGTH`): the cues are creases 0.02
 IOD wide rather than broad patches, because optical flow mistakes a broad smooth
 brightness change on the cheek for motion over its whole area (with a 0.2 IOD wide cheek
 highlight the TV-L1 error of a positive clip was about four times that with narrow creases
-of the same depth), while a narrow crease stays a local outlier of the flow's L1 data term. With the default strength a linear leave-one-subject-out
-probe on the demo composite's 64 px aligned, masked apex frames finds the class (UF1
-0.58; 0.28, chance, without the shading).
+of the same depth), while a narrow crease stays a local outlier of the flow's L1 data term.
+With the default strength a linear leave-one-subject-out probe on the demo composite's 64 px
+aligned, masked apex frames finds the class (UF1 0.58; 0.28, chance, without the shading).
 
 Simplifications: the map is anchored on the neutral (onset) landmarks and applied in
 frame coordinates, so it does not follow the 0.5-3 px expression motion or the

@@ -27,6 +27,15 @@ Ground truth is kept outside the dataset's own files: ``root/.synthetic/clips.cs
 
 ``faults=`` injects bad input for the readers' tests (see :data:`FAULTS`); the clips hit
 are listed in the returned dict and in the ``fault`` column of ``clips.csv``.
+
+``release=`` writes the raw frames (``"raw"``, default), the dataset's cropped release
+(``"cropped"``) or both (``"both"``), for the datasets that have one (:data:`CROPPED_RELEASES`:
+CASME, CASME II, CAS(ME)^2, SAMM, SMIC, SMIC-E). The cropped twin holds, for every clip, the
+face crop of every written frame (padding included) at the same frame numbers, in the
+cropped release's folder and file names; one fixed box per subject from its landmarks
+(:func:`.cropped.crop_box`), at native resolution, stored in ``clips.csv``
+(``crop_x0, crop_y0, crop_x1, crop_y1``; empty when no crop was written). The ground-truth
+flows stay in full-frame pixels: a crop's flow is ``apex_flow[y0:y1, x0:x1]``.
 """
 
 from __future__ import annotations
@@ -41,7 +50,12 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from .cropped import CROP_COLUMNS, CroppedRelease, ReleasePaths, crop_box
+
 SIDECAR = ".synthetic"
+
+WRITE_RELEASES = ("raw", "cropped", "both")
+"""Values of ``write_dataset(release=...)``: the raw frames, the cropped release, or both."""
 
 FAULTS = ("apex_outside", "missing_frames", "unknown_emotion", "duplicate_clip", "missing_column", "blank_apex")
 """Injectable bad-input cases:
@@ -93,6 +107,7 @@ class ClipPlan:
     blink: bool = False
     motion: str = "others"
     fault: str = ""
+    crop: tuple[int, int, int, int] | None = None
 
 
 def _deal(counts: dict[str, int], holders: Sequence) -> list[tuple[object, str]]:
@@ -198,6 +213,7 @@ class Layout:
     faults_supported: tuple[str, ...] = FAULTS
     missing_frame_cases = 3  # whole clip, onset frame, apex frame; 1 when no annotation gives frame numbers
     folder_is_clip = False  # the folder itself is the clip (no annotation row): emptied rather than removed
+    cropped: CroppedRelease | None = None  # the dataset's cropped release; None: it has none
 
     # -- plans ---------------------------------------------------------------------
     def subject_ids(self, n: int) -> list[str]:
@@ -256,8 +272,11 @@ class CASME2Layout(Layout):
 
     name = "casme2"
     frame_size = (640, 480)
-    emotions = {"happiness": 32, "surprise": 25, "disgust": 63, "repression": 27, "others": 99, "sadness": 7, "fear": 2}
+    emotions = {"happiness": 32, "surprise": 25, "disgust": 63, "repression": 27, "others": 99, "sadness": 7,
+                "fear": 2}
     pad = 1
+    cropped = CroppedRelease("CASME2_RAW_selected", "Cropped", "reg_",
+                             "confirmed: datasets.md, Cropped/sub01/EP02_01f/reg_img46.jpg")
     apex_column, emotion_column, dropped_column = "ApexFrame", "Estimated Emotion", "ApexFrame"
 
     def __init__(self, version: str = "20140508"):
@@ -289,7 +308,8 @@ class CASME2Layout(Layout):
         counter: dict[str, int] = {}
         for subject, emotion in deals:
             counter[subject] = counter.get(subject, 0) + 1
-            plans.append(ClipPlan(subject, f"EP{counter[subject]:02d}_{counter[subject] % 7 + 1:02d}", emotion, start=46))
+            clip = f"EP{counter[subject]:02d}_{counter[subject] % 7 + 1:02d}"
+            plans.append(ClipPlan(subject, clip, emotion, start=46))
         return plans
 
     def clip_dir(self, root, plan):
@@ -300,7 +320,8 @@ class CASME2Layout(Layout):
 
     def sheet(self, plans):
         if self.version == "20140508":
-            header = ["Subject", "Filename", "OnsetFrame", "ApexFrame", "OffsetFrame", "Action Units", "Estimated Emotion"]
+            header = ["Subject", "Filename", "OnsetFrame", "ApexFrame", "OffsetFrame", "Action Units",
+                      "Estimated Emotion"]
         else:
             header = ["Subject", "Filename", None, "OnsetFrame", "ApexFrame", "OffsetFrame", None,
                       "Action Units", "Estimated Emotion", "Objective Class"]
@@ -342,7 +363,9 @@ class SAMMLayout(Layout):
     name = "samm"
     frame_size = (960, 650)
     grey = True
-    emotions = {"Anger": 57, "Other": 26, "Happiness": 26, "Surprise": 15, "Contempt": 12, "Disgust": 9, "Fear": 8, "Sadness": 6}
+    cropped = CroppedRelease("SAMM", "SAMM_CROP", "", "inferred: the raw names under SAMM_CROP/")
+    emotions = {"Anger": 57, "Other": 26, "Happiness": 26, "Surprise": 15, "Contempt": 12, "Disgust": 9, "Fear": 8,
+                "Sadness": 6}
     pad = 1
     apex_column, emotion_column, dropped_column = "Apex Frame", "Estimated Emotion", "Apex Frame"
     HEADER = ["Subject", "Filename", "Inducement Code", "Onset Frame", "Apex Frame", "Offset Frame", "Duration",
@@ -417,6 +440,8 @@ class SMICLayout(Layout):
     name = "smic"
     frame_size = (640, 480)
     ext = ".bmp"
+    cropped = CroppedRelease("SMIC_all_raw", "SMIC_all_cropped", "reg_",
+                             "inferred: SMIC_all_cropped/HS/... with reg_image*.bmp names")
     emotions = {"negative": 70, "positive": 51, "surprise": 43}
     faults_supported = ("missing_frames", "unknown_emotion", "duplicate_clip")
     missing_frame_cases = 1
@@ -463,6 +488,7 @@ class SMICELayout(SMICLayout):
     name = "smic_e"
     ext = ".jpg"
     pad = 1
+    cropped = CroppedRelease("SMIC-HS-E", "SMIC-HS-E_cropped", "reg_", "inferred: SMIC-HS-E_cropped/ with reg_ names")
     apex_column, emotion_column, dropped_column = None, "Emotion", "OnsetF"
     faults_supported = ("missing_frames", "unknown_emotion", "duplicate_clip", "missing_column")
     missing_frame_cases = 3
@@ -529,6 +555,8 @@ class CASMELayout(Layout):
 
     name = "casme"
     frame_size = (640, 480)
+    cropped = CroppedRelease("CASME_raw_selected", "Cropped", "reg_",
+                             "file names confirmed (datasets.md: reg_EP01_5-113.jpg); the Cropped folder inferred")
     emotions = {"happiness": 10, "surprise": 19, "disgust": 44, "repression": 38, "fear": 2, "sadness": 1, "tense": 75}
     pad = 1
     apex_column, emotion_column, dropped_column = "ApexF1", "Emotion", "ApexF1"
@@ -538,7 +566,8 @@ class CASMELayout(Layout):
         return [f"sub{i + 1:02d}" for i in range(n)]
 
     def new_clip(self, subject, s, k, emotion, rng):
-        return ClipPlan(subject, f"EP{k + 1:02d}_{int(rng.integers(1, 10))}", emotion, s, start=int(rng.integers(1, 90)))
+        return ClipPlan(subject, f"EP{k + 1:02d}_{int(rng.integers(1, 10))}", emotion, s,
+                        start=int(rng.integers(1, 90)))
 
     def twin(self):
         """189 rows / 19 subjects; the Off-TANet rules leave 114 over 16 (85 / 10 / 19).
@@ -549,7 +578,8 @@ class CASMELayout(Layout):
         subjects = [f"sub{i:02d}" for i in range(1, 20)]
         tense_only = ["sub04", "sub07", "sub15"]
         mapped = {e: n for e, n in self.emotions.items() if e != "tense"}
-        deals = _deal(mapped, [s for s in subjects if s not in tense_only]) + _deal({"tense": 75}, tense_only + subjects)
+        deals = (_deal(mapped, [s for s in subjects if s not in tense_only])
+                 + _deal({"tense": 75}, tense_only + subjects))
         plans, counter = [], {}
         for subject, emotion in deals:
             counter[subject] = counter.get(subject, 0) + 1
@@ -565,7 +595,8 @@ class CASMELayout(Layout):
     def sheet(self, plans):
         sheet = Sheet(list(self.HEADER))
         for p in plans:
-            sheet.rows.append([int(p.subject[3:]), p.clip, None, p.onset, p.apex, None, p.offset, None, "12", p.emotion])
+            sheet.rows.append([int(p.subject[3:]), p.clip, None, p.onset, p.apex, None, p.offset, None, "12",
+                               p.emotion])
             sheet.keys.append((p.subject, p.clip))
         return sheet
 
@@ -600,6 +631,8 @@ class CASMESqLayout(Layout):
 
     name = "casme_sq"
     frame_size = (640, 480)
+    cropped = CroppedRelease("rawpic", "cropped", "", "inferred from the official Off-TANet data.py: "
+                             "casme^2_cropped/<Subject>/<Sample>/img<n>.jpg")
     emotions = {"negative": 21, "positive": 6, "surprise": 8, "others": 22}
     pad = 2
     apex_column, emotion_column, dropped_column = "apex", "estimated emotion", "expression type"
@@ -748,8 +781,9 @@ class OuluCASIALayout(Layout):
 
     def plan(self, rng, n_subjects, clips_per_subject):
         order = ("Happiness", "Surprise", "Anger", "Disgust", "Sadness", "Fear")
+        emotions = order[: max(1, min(6, clips_per_subject))]
         return [ClipPlan(subject, f"{subject}_{e}", e, s, start=0)
-                for s, subject in enumerate(self.subject_ids(n_subjects)) for e in order[: max(1, min(6, clips_per_subject))]]
+                for s, subject in enumerate(self.subject_ids(n_subjects)) for e in emotions]
 
     def twin(self):
         """80 subjects x 6 emotions = 480 sequences."""
@@ -763,7 +797,8 @@ class OuluCASIALayout(Layout):
 
 
 JAFFE_POSERS = ("KA", "KL", "KM", "KR", "MK", "NA", "NM", "TM", "UY", "YM")
-JAFFE_CODES = {"anger": "AN", "disgust": "DI", "fear": "FE", "happiness": "HA", "neutral": "NE", "sadness": "SA", "surprise": "SU"}
+JAFFE_CODES = {"anger": "AN", "disgust": "DI", "fear": "FE", "happiness": "HA", "neutral": "NE", "sadness": "SA",
+               "surprise": "SU"}
 
 
 class JAFFELayout(Layout):
@@ -857,6 +892,16 @@ LAYOUTS: dict[str, Callable[..., Layout]] = {
 }
 """Dataset name (as in the reader registry) -> layout class."""
 
+CROPPED_RELEASES: dict[str, CroppedRelease] = {name: cls.cropped for name, cls in LAYOUTS.items() if cls.cropped}
+"""Datasets with a cropped release the writer can twin (``release="cropped"`` / ``"both"``) -> its layout.
+
+Confirmed by datasets.md: CASME II ``Cropped/sub01/EP02_01f/reg_img46.jpg`` and CASME's
+``reg_EP01_5-113.jpg`` names. Inferred: CASME's ``Cropped`` folder, CAS(ME)^2 ``cropped/``
+mirroring ``rawpic/`` (the official Off-TANet ``data.py`` reads ``casme^2_cropped/<Subject>/
+<Sample>/img<n>.jpg``), SAMM ``SAMM_CROP/`` with the raw names, SMIC
+``SMIC_all_cropped/HS/...`` with ``reg_image*.bmp`` names, SMIC-E ``SMIC-HS-E_cropped/``.
+MMEW and the macro-expression sets have none."""
+
 
 # ============================================================================ faults
 
@@ -908,34 +953,40 @@ def apply_sheet_faults(layout: Layout, sheet: Sheet, plans, faults: dict) -> She
     return sheet
 
 
-def _apply_file_faults(layout: Layout, root: Path, plans: list[ClipPlan], faults: dict) -> None:
-    """Faults that act on files: missing frames; for folder-labelled sets, emotion and duplicates."""
+def _apply_file_faults(layout: Layout, root: Path, plans: list[ClipPlan], faults: dict,
+                       paths: Layout | ReleasePaths | None = None) -> None:
+    """Faults that act on files: missing frames; for folder-labelled sets, emotion and duplicates.
+
+    ``paths`` is the release whose files are hit (:class:`.cropped.ReleasePaths`; default the
+    layout's own raw paths); the writer calls this once per release written.
+    """
+    paths = layout if paths is None else paths
     by_key = {(p.subject, p.clip): p for p in plans}
     for j, key in enumerate(faults.get("missing_frames", [])):
         p = by_key[key]
         if j == 0:
             if isinstance(layout, CASMESqLayout):  # shared video folder: remove this clip's frames
                 for n in range(p.onset - layout.pad, p.offset + layout.pad + 1):
-                    layout.frame_path(root, p, n).unlink(missing_ok=True)
+                    paths.frame_path(root, p, n).unlink(missing_ok=True)
             elif isinstance(layout, JAFFELayout):
-                layout.frame_path(root, p, p.onset).unlink(missing_ok=True)
+                paths.frame_path(root, p, p.onset).unlink(missing_ok=True)
             elif layout.folder_is_clip:
-                for frame in layout.clip_dir(root, p).iterdir():
+                for frame in paths.clip_dir(root, p).iterdir():
                     frame.unlink()
             else:
-                shutil.rmtree(layout.clip_dir(root, p))
+                shutil.rmtree(paths.clip_dir(root, p))
         else:  # the onset frame of the second clip, the apex frame of the third
-            layout.frame_path(root, p, p.onset if j == 1 else p.apex).unlink()
+            paths.frame_path(root, p, p.onset if j == 1 else p.apex).unlink()
     if type(layout) is SMICLayout:
         for key in faults.get("unknown_emotion", []):
             p = by_key[key]
-            src = layout.clip_dir(root, p)
+            src = paths.clip_dir(root, p)
             dst = src.parent.parent / "others" / src.name
             dst.parent.mkdir(parents=True, exist_ok=True)
             src.rename(dst)
         for key in faults.get("duplicate_clip", []):
             p = by_key[key]
-            src = layout.clip_dir(root, p)
+            src = paths.clip_dir(root, p)
             other = "surprise" if p.emotion != "surprise" else "positive"
             number = int(p.subject[1:])
             # the copy uses the other spelling (s01_...), which the reader normalises to the same clip
@@ -980,8 +1031,8 @@ def _write_image(path: Path, image: np.ndarray) -> None:
         raise OSError(f"cannot write {path}")
 
 
-def _twin_frames(layout: Layout, root: Path, plan: ClipPlan) -> None:
-    """Number a twin clip (3 frames, or the special clip's length) and write tiny frames."""
+def _twin_frames(layout: Layout, root: Path, plan: ClipPlan, releases: Sequence[ReleasePaths]) -> None:
+    """Number a twin clip (3 frames, or the special clip's length) and write tiny frames in each release."""
     length = plan.extra.get("length", 3)
     if layout.frames == "apex":
         length = 1
@@ -990,16 +1041,21 @@ def _twin_frames(layout: Layout, root: Path, plan: ClipPlan) -> None:
     plan.apex = plan.numbers[-1] if layout.frames == "to_apex" else plan.numbers[len(plan.numbers) // 2]
     plan.motion = motion_class(plan.emotion)
     data = _tiny_frame_bytes(layout.ext)
-    folder = layout.clip_dir(root, plan)
-    folder.mkdir(parents=True, exist_ok=True)
-    for n in plan.numbers:
-        (folder / layout.frame_name(plan, n)).write_bytes(data)
+    for release in releases:
+        release.clip_dir(root, plan).mkdir(parents=True, exist_ok=True)
+        for n in plan.numbers:
+            release.frame_path(root, plan, n).write_bytes(data)
 
 
 def _render_frames(
     layout: Layout, root: Path, plan: ClipPlan, subject, n_frames: int, rng, sidecar: Path, appearance_strength: float,
+    releases: Sequence[ReleasePaths] = (),
 ) -> None:
-    """Render one clip, write its frames (plus neutral padding) and its ground-truth npz."""
+    """Render one clip, write its frames (plus neutral padding) in each release and its ground-truth npz.
+
+    ``releases`` default to the raw one; a cropped release stores each frame cut by ``plan.crop``.
+    """
+    releases = tuple(releases) or (ReleasePaths(layout),)
     from .render import render_clip
 
     clip = render_clip(subject, plan.motion, n_frames=n_frames, rng=rng, appearance_strength=appearance_strength)
@@ -1013,11 +1069,12 @@ def _render_frames(
     plan.numbers = tuple(plan.start + i for i in range(len(frames)))
     plan.onset, plan.apex, plan.offset = plan.numbers[onset], plan.numbers[apex], plan.numbers[offset]
     plan.blink = bool(clip.blink)
-    for i, image in enumerate(frames):
-        _write_image(layout.frame_path(root, plan, plan.numbers[i]), image)
+    written = list(zip(plan.numbers, frames))
     for k in range(1, layout.pad + 1):
-        _write_image(layout.frame_path(root, plan, plan.numbers[0] - k), frames[0])
-        _write_image(layout.frame_path(root, plan, plan.numbers[-1] + k), frames[-1])
+        written += [(plan.numbers[0] - k, frames[0]), (plan.numbers[-1] + k, frames[-1])]
+    for release in releases:
+        for number, image in written:
+            _write_image(release.frame_path(root, plan, number), release.image(image, plan.crop))
     extra = {}
     if getattr(clip, "expression_flow", None) is not None:
         extra["expression_flow"] = np.asarray(clip.expression_flow, np.float32)
@@ -1032,11 +1089,32 @@ def _write_sidecar(sidecar: Path, layout: Layout, plans: list[ClipPlan], rendere
     rows = [dict(dataset=layout.name if layout.name != "smic_e" else "smic", subject=p.subject, clip=p.clip,
                  emotion=p.emotion, motion_label=p.motion, onset=p.onset, apex=p.apex, offset=p.offset,
                  n_frames=len(p.numbers), blink=p.blink, fault=p.fault,
-                 ground_truth=f"ground_truth/{p.subject}__{p.clip}.npz" if rendered else "")
+                 ground_truth=f"ground_truth/{p.subject}__{p.clip}.npz" if rendered else "",
+                 **dict(zip(CROP_COLUMNS, p.crop or (None,) * len(CROP_COLUMNS))))
             for p in plans]
     path = sidecar / "clips.csv"
     pd.DataFrame(rows).to_csv(path, index=False)
     return path
+
+
+def _read_sidecar(path: Path, **kw) -> pd.DataFrame:
+    """``clips.csv`` with string ids and the crop box as nullable integers (``<NA>`` when not cropped)."""
+    table = pd.read_csv(path, dtype={"subject": str, "clip": str, **kw.pop("dtype", {})}, **kw)
+    for column in CROP_COLUMNS:
+        if column in table.columns:
+            table[column] = pd.to_numeric(table[column].replace("", np.nan)).astype("Int64")
+    return table
+
+
+def _releases(layout: Layout, release: str) -> tuple[ReleasePaths, ...]:
+    """The releases ``write_dataset(release=...)`` writes; a dataset without a cropped release raises."""
+    if release not in WRITE_RELEASES:
+        raise ValueError(f"release must be one of {WRITE_RELEASES}, got {release!r}")
+    if release != "raw" and layout.cropped is None:
+        raise ValueError(f"{layout.name}: the dataset has no documented cropped release, so release={release!r} "
+                         f"cannot be written; use release='raw' (cropped releases: {sorted(CROPPED_RELEASES)})")
+    raw, cropped = ReleasePaths(layout), ReleasePaths(layout, layout.cropped)
+    return {"raw": (raw,), "cropped": (cropped,), "both": (raw, cropped)}[release]
 
 
 # ============================================================================ public API
@@ -1055,6 +1133,7 @@ def write_dataset(
     faults: Iterable[str] = (),
     counts: str | None = None,
     appearance_strength: float | None = None,
+    release: str = "raw",
     **options,
 ) -> dict:
     """Write a synthetic ``name`` dataset under ``root`` in the real layout; return a summary.
@@ -1069,11 +1148,20 @@ def write_dataset(
     rendered expressions' shading (creases, bulges; :func:`render_clip`), ``None`` for the
     default :data:`.appearance.APPEARANCE_STRENGTH`, 0 for motion only. ``options`` go
     to the layout (CASME II: ``version="20140508"`` or ``"20190701"``). Deterministic per
-    ``seed``.
+    ``seed``: the rendered frames do not depend on ``release``.
 
-    Returns ``{"name", "root", "annotation", "n_clips", "clips", "faults", "ground_truth"}``:
-    ``clips`` is the ground-truth table (also ``root/.synthetic/clips.csv``) and
-    ``faults`` maps each injected fault to the ``(subject, clip)`` pairs it hit.
+    ``release``: ``"raw"`` (the raw layout), ``"cropped"`` (only the dataset's cropped
+    release, :data:`CROPPED_RELEASES`) or ``"both"``. A cropped release holds the face crop of
+    every written frame (padding frames included) at the same frame numbers; the box is
+    fixed per subject (:func:`.cropped.crop_box` of its landmarks), the crop is at native
+    resolution, and ``clips.csv`` records it (``crop_x0, crop_y0, crop_x1, crop_y1``, empty
+    for raw-only writes and for the structural twin, whose tiny frames are written as they
+    are in the cropped layout). File faults hit every release written. A dataset without a
+    cropped release (MMEW, the macro sets) raises ``ValueError`` for ``"cropped"``/``"both"``.
+
+    Returns ``{"name", "root", "annotation", "n_clips", "clips", "faults", "ground_truth",
+    "release"}``: ``clips`` is the ground-truth table (also ``root/.synthetic/clips.csv``)
+    and ``faults`` maps each injected fault to the ``(subject, clip)`` pairs it hit.
     """
     if name not in LAYOUTS:
         raise KeyError(f"unknown dataset {name!r}; known: {sorted(LAYOUTS)}")
@@ -1084,6 +1172,7 @@ def write_dataset(
 
         appearance_strength = check_strength(appearance_strength)
     layout = LAYOUTS[name](**options)
+    releases = _releases(layout, release)
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     sidecar = root / SIDECAR
@@ -1095,40 +1184,48 @@ def write_dataset(
     targets = _pick_targets(plans, tuple(faults), layout)
     if counts == "real":
         for p in plans:
-            _twin_frames(layout, root, p)
+            _twin_frames(layout, root, p, releases)
     else:
         _render_all(layout, root, plans, frame_size or layout.frame_size, n_frames, seed, photos, rng, sidecar,
-                    appearance_strength)
+                    appearance_strength, releases)
     annotation = layout.write_annotation(root, plans, targets)
-    _apply_file_faults(layout, root, plans, targets)
+    for paths in releases:
+        _apply_file_faults(layout, root, plans, targets, paths)
     clips_csv = _write_sidecar(sidecar, layout, plans, rendered=counts != "real")
     return dict(name=name, root=str(root), annotation=None if annotation is None else str(annotation),
-                n_clips=len(plans), clips=pd.read_csv(clips_csv, dtype={"subject": str, "clip": str}),
-                faults=targets, ground_truth=str(clips_csv))
+                n_clips=len(plans), clips=_read_sidecar(clips_csv), faults=targets, ground_truth=str(clips_csv),
+                release=release)
 
 
-def _render_all(layout, root, plans, frame_size, n_frames, seed, photos, rng, sidecar, appearance_strength) -> None:
+def _render_all(layout, root, plans, frame_size, n_frames, seed, photos, rng, sidecar, appearance_strength,
+                releases=()) -> None:
     from .appearance import APPEARANCE_STRENGTH
     from .faces import make_subjects
 
     strength = APPEARANCE_STRENGTH if appearance_strength is None else appearance_strength
     n = max(p.subject_index for p in plans) + 1
     subjects = make_subjects(n, frame_size=tuple(frame_size), grey=layout.grey, seed=seed, photos=photos)
+    if any(r.cropped is not None for r in releases):  # one registered box per subject, as in the releases
+        boxes = [crop_box(s.landmarks, tuple(frame_size)) for s in subjects]
+        for p in plans:
+            p.crop = boxes[p.subject_index]
     for p in plans:
-        _render_frames(layout, root, p, subjects[p.subject_index], n_frames, rng, sidecar, strength)
+        _render_frames(layout, root, p, subjects[p.subject_index], n_frames, rng, sidecar, strength, releases)
 
 
 def load_ground_truth(root, *, flows: bool = False) -> pd.DataFrame:
     """The ground-truth table of a synthetic dataset (``root/.synthetic/clips.csv``).
 
     Columns: ``dataset, subject, clip, emotion, motion_label, onset, apex, offset,
-    n_frames, blink, fault, ground_truth`` (the npz path, relative to the sidecar).
-    With ``flows=True`` an ``apex_flow`` column holds each clip's ``(H, W, 2)`` float32
-    onset->apex flow (``None`` for the structural twin).
+    n_frames, blink, fault, ground_truth`` (the npz path, relative to the sidecar) and
+    ``crop_x0, crop_y0, crop_x1, crop_y1`` (the clip's face box in the cropped release,
+    nullable integers: ``<NA>`` when no crop was written; sidecars written before the crop
+    columns existed lack them). With ``flows=True`` an ``apex_flow`` column holds each
+    clip's ``(H, W, 2)`` float32 onset->apex flow (``None`` for the structural twin), in
+    full-frame pixels.
     """
     sidecar = Path(root) / SIDECAR
-    table = pd.read_csv(sidecar / "clips.csv", dtype={"subject": str, "clip": str, "fault": str, "ground_truth": str},
-                        keep_default_na=False)
+    table = _read_sidecar(sidecar / "clips.csv", dtype={"fault": str, "ground_truth": str}, keep_default_na=False)
     if flows:
         table["apex_flow"] = [np.load(sidecar / g)["apex_flow"] if g else None for g in table["ground_truth"]]
     return table
@@ -1156,6 +1253,7 @@ def write_composite(
     photos=None,
     counts: str | None = None,
     appearance_strength: float | None = None,
+    release: str = "raw",
 ) -> dict[str, str]:
     """Write every dataset of composite ``name`` under ``root/{dataset}``; return their roots.
 
@@ -1163,14 +1261,20 @@ def write_composite(
     ``megc2019(**write_composite("megc2019", tmp))`` builds the composite. Each dataset
     gets its own seed (``seed`` and its position) so subjects differ across datasets.
     ``appearance_strength`` goes to every :func:`write_dataset` (``None``: the default).
+    ``release`` (``"raw"``, ``"cropped"``, ``"both"``) goes to every dataset that has a
+    cropped release (:data:`CROPPED_RELEASES`); the others (MMEW, the macro sets) are
+    written ``"raw"`` only.
     """
     if name not in COMPOSITES:
         raise KeyError(f"unknown composite {name!r}; known: {sorted(COMPOSITES)}")
+    if release not in WRITE_RELEASES:
+        raise ValueError(f"release must be one of {WRITE_RELEASES}, got {release!r}")
     roots = {}
     for i, dataset in enumerate(COMPOSITES[name]):
         path = Path(root) / dataset
         write_dataset(dataset, path, n_subjects=subjects_per_dataset, clips_per_subject=clips_per_subject,
                       frame_size=frame_size, n_frames=n_frames, seed=seed * 100 + i, photos=photos, counts=counts,
-                      appearance_strength=appearance_strength)
+                      appearance_strength=appearance_strength,
+                      release=release if dataset in CROPPED_RELEASES else "raw")
         roots[dataset] = str(path)
     return roots
