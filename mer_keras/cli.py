@@ -320,7 +320,8 @@ def cmd_bench(args) -> int:
 
         run_preprocess_bench(repeats=args.repeats, workers=args.threads)
         print()
-        run_prepare_throughput(tuple(args.processes))
+        run_prepare_throughput(tuple(args.processes), subjects_per_dataset=args.subjects,
+                               clips_per_subject=args.clips_per_subject)
     elif args.what == "latency":
         from mer_keras.evaluation.timing import run_latency_bench
 
@@ -595,7 +596,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="benchmarks that print measured numbers")
     p.add_argument("what", choices=["preprocess", "latency", "train", "fold", "e2e"],
-                   help="preprocess: detection, landmarks, TV-L1 and prepare throughput; latency: batch-1 inference "
+                   help="preprocess: detection, landmarks, TV-L1 and prepare throughput by route (cropped release, "
+                   "aligned raw frames); latency: batch-1 inference "
                    "of the papers' Table 4 models; train: projected full-LOSO wall time of the flow recipes at the "
                    "real protocol sizes; fold: samples/s and peak RSS of one ShuffleNetV2-SVM fold at 224 px on a "
                    "MEGC-sized synthetic cache; e2e: two raw 640x480 frames -> label, per stage (Off-TANet and "
@@ -606,6 +608,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="OpenCV threads for the per-frame rows (prepare workers use 1)")
     p.add_argument("--processes", type=_count(1, "process counts"), nargs="+", default=[1, 2],
                    help="process counts for the prepare throughput rows")
+    p.add_argument("--subjects", type=_count(1, "a subject count"), default=4,
+                   help="preprocess: synthetic subjects per MEGC2019 dataset for the prepare rows "
+                   "(23 with --clips-per-subject 6 gives 414 clips, about the composite's 442)")
+    p.add_argument("--clips-per-subject", type=_count(1, "a clip count"), default=6,
+                   help="preprocess: synthetic clips per subject for the prepare rows")
     p.add_argument("--recipes", nargs="+", default=["ststnet", "off_tanet"], choices=["ststnet", "off_tanet", "arfnet"],
                    help="train: recipes to measure")
     p.add_argument("--epochs", type=_count(1, "an epoch count"),

@@ -8,12 +8,12 @@ the data carry a learnable signal, so a chance score is not just a model that le
 
 Data: a synthetic MEGC2019-style composite (2 subjects per dataset x 14 clips, 320 x 240
 frames, 7 frames per clip; 66 labelled clips after the composite's rules, 6 LOSO folds),
-prepared with the aligned Off-TANet preset (``off_tanet_aligned``) at 56 px (float ``(u, v, strain)``) and mean-pooled 2 x 2
-in memory to 28 x 28 x 3 for the STSTNet network (1,683 parameters, the cheapest model to
-train). TV-L1 computed directly at 28 px is noisier (pooled UF1 about 0.6 in this setting,
-measured while writing this test), hence the pooling. Recipe: ``ststnet`` reading the
-float input with per-channel normalisation (fitted on the training subjects only), Adam
-5e-3, 15 epochs: a short test setting, not the paper's.
+prepared with the aligned Off-TANet preset (``off_tanet_aligned``) at 56 px (float
+``(u, v, strain)``) and mean-pooled 2 x 2 in memory to 28 x 28 x 3 for the STSTNet network
+(1,683 parameters, the cheapest model to train). TV-L1 computed directly at 28 px is noisier
+(pooled UF1 about 0.6 in this setting, measured while writing this test), hence the pooling.
+Recipe: ``ststnet`` reading the float input with per-channel normalisation (fitted on the
+training subjects only), Adam 5e-3, 15 epochs: a short test setting, not the paper's.
 
 Chance threshold: the null distribution of pooled UF1 for predictions that carry no
 information but have the right class counts, i.e. a random permutation of the true labels

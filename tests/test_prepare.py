@@ -189,3 +189,17 @@ def test_stopped_prepare_leaves_no_worker_behind(many_clips, tmp_path, how):
         for pid in workers:
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_prepare_throughput_bench_times_both_routes_on_the_same_composite(tmp_path):
+    from mer_keras.preprocess.bench import ROUTES, run_prepare_throughput
+
+    lines = []
+    out = run_prepare_throughput((1,), subjects_per_dataset=1, clips_per_subject=1, workdir=tmp_path,
+                                 print_fn=lines.append)
+    assert [(r["preset"], r["source"]) for r in out["rows"]] == [(ROUTES[0], "cropped"), (ROUTES[1], "aligned")]
+    assert out["n_clips"] == 3  # one clip from each of CASME II, SAMM and SMIC
+    for row in out["rows"]:
+        assert row["seconds"] > 0 and row["clips_per_s"] == pytest.approx(3 / row["seconds"])
+    assert out["rows"][0]["vs_first"] == 1.0
+    assert any("cropped" in line for line in lines) and any("aligned" in line for line in lines)
