@@ -205,14 +205,7 @@ def read_grey(path: PathLikeStr, *, checked: bool = False) -> np.ndarray:
     only refuses files it would decode partly). ``checked=True`` skips :func:`inspect_frame`
     when the caller has just run it on ``path``.
     """
-    import cv2
-
-    if not checked:
-        inspect_frame(path)
-    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    if image is None:
-        raise FrameError(f"{path}: not an image OpenCV can decode")
-    return image
+    return _imread(path, checked, colour=False)
 
 
 def read_colour(path: PathLikeStr, *, checked: bool = False) -> np.ndarray:
@@ -221,11 +214,15 @@ def read_colour(path: PathLikeStr, *, checked: bool = False) -> np.ndarray:
     The cropped-release route reads frames this way before resizing and converting to grey,
     in the order of the official Off-TANet ``data.py`` (imread -> resize -> grey).
     """
+    return _imread(path, checked, colour=True)
+
+
+def _imread(path: PathLikeStr, checked: bool, *, colour: bool) -> np.ndarray:
     import cv2
 
     if not checked:
         inspect_frame(path)
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR if colour else cv2.IMREAD_GRAYSCALE)
     if image is None:
         raise FrameError(f"{path}: not an image OpenCV can decode")
     return image
