@@ -265,6 +265,8 @@ def cmd_synth(args) -> int:
         kwargs["release"] = "raw"  # the default: both releases where the dataset has two
     if args.counts:
         kwargs["counts"] = args.counts
+    if args.identity_variety:
+        kwargs["identity_variety"] = True
     if args.name in COMPOSITES:
         roots = synthetic.write_composite(
             args.name, out, subjects_per_dataset=args.subjects, clips_per_subject=args.clips, **kwargs
@@ -576,6 +578,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--release", choices=["raw", "cropped", "both"],
                    help="which releases to write: the raw frames, the dataset's cropped face release, or both "
                         "(default, as the real downloads ship them; datasets without a cropped release get raw)")
+    p.add_argument("--identity-variety", action="store_true",
+                   help="subjects morphed between the bundled photos, reshaped and lit (wider identities than the "
+                        "default's two photos)")
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("prepare", help="align, mask and compute TV-L1 flow for every clip into a resumable cache")

@@ -1,10 +1,12 @@
 """The demo behind ``make demo`` / ``mer-keras demo``: the whole data path on synthetic data.
 
 1. write a synthetic MEGC2019-style composite (CASME II, SAMM, SMIC-HS twins) in the real
-   on-disk layouts, from the face photos that ship inside the dependencies;
+   on-disk layouts, raw frames and the cropped releases, from the face photos that ship
+   inside the dependencies;
 2. read it back with the real readers and the MEGC2019 composite rules;
-3. prepare it twice into resumable caches: at the Off-TANet preset (alignment, TV-L1 flow
-   and strain at 112 px) and at the ShuffleNetV2 preset (eyes and outside-the-face masked,
+3. prepare it twice into resumable caches: at the Off-TANet preset (the cropped releases
+   resized to 112 px as the official code does, OpenCV's TV-L1 flow and strain) and, from
+   the raw frames, at the ShuffleNetV2 preset (eyes and outside-the-face masked,
    the onset..apex frame stacks kept) at a CPU-sized 64 px instead of the paper's 224;
 4. leave-one-subject-out with the Off-TANet recipe (fewer epochs than the paper's 201,
    for a CPU), every subject left out once;
@@ -34,10 +36,10 @@ Settings of the ShuffleNetV2-SVM run, and why:
   loops of the two stages (the first epoch of each), so three folds instead of all 12 keep
   the demo short. The side-by-side table therefore also lists Off-TANet scored on the same
   three left-out subjects.
-* The paper's input stays at chance on these data, the frame changes do not (issue 20's
-  diagnosis, docs/benchmarks.md, section "Two-stage diagnosis"). The two-stage recipe classifies single frames
-  (the flow images only pre-train the down-sampling layers), and a rendered expression is
-  a 0.5-3 px deformation plus a faint shading on a face whose identity differs between
+* The paper's input stays at chance on these data, the frame changes do not
+  (docs/benchmarks.md, section "Two-stage diagnosis"). The two-stage recipe classifies
+  single frames (the flow images only pre-train the down-sampling layers), and a rendered
+  expression is a 0.5-3 px deformation plus a faint shading on a face whose identity differs between
   subjects by 3-10 px: a strongly regularised linear model on the apex frames finds the
   class (the probe), a ShuffleNetV2 trained from scratch on about 1,000 frames of 63
   subjects memorises them instead (near-perfect stage-2 training accuracy). Neither more
@@ -68,18 +70,6 @@ def _print_report(title: str, report, run_dir: Path) -> None:
           f"UAR {m['uar_subject_mean']:.4f}")
     print(report.per_dataset.round(4).to_string())
     print(f"confusion matrix: {run_dir / 'confusion_matrix.png'}")
-
-
-def _pick_subjects(subjects: list[str], n: int | None) -> list[str] | None:
-    """The first ``n`` LOSO groups taken round-robin over source datasets (``None``: all)."""
-    by_dataset: dict[str, list[str]] = {}
-    for s in sorted(subjects):
-        by_dataset.setdefault(s.split("/", 1)[0], []).append(s)
-    if n is None or n >= len(subjects):
-        return None
-    order = [group[i] for i in range(max(map(len, by_dataset.values()))) for group in by_dataset.values()
-             if i < len(group)]
-    return order[: max(1, int(n))]
 
 
 def frame_vs_flow_probe(cache) -> dict[str, float]:
@@ -186,7 +176,9 @@ def run_demo(
     _print_report("Off-TANet", ot, ot_dir)
 
     subjects = sorted(set(ot.predictions["subject"]))
-    chosen = _pick_subjects(subjects, shufflenet_folds)
+    from mer_keras.evaluation.experiments import pick_subjects
+
+    chosen = pick_subjects(subjects, shufflenet_folds)
     sn_dir = out / "loso_shufflenet_svm"
     print(f"[6/7] leave-one-subject-out, ShuffleNetV2-SVM two-stage recipe {SHUFFLENET_RECIPE!r} at {shufflenet_size} px, "
           f"width {shufflenet_width}x, {shufflenet_pretrain_epochs} pre-training + {shufflenet_epochs} training epochs, "

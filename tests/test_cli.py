@@ -76,6 +76,22 @@ def test_models_table_lists_params_and_macs():
     assert "59,403" in proc.stdout and "1,683" in proc.stdout and "112x112x3" in proc.stdout
 
 
+def test_synth_passes_identity_variety_and_bench_preprocess_its_sizes(monkeypatch, tmp_path):
+    from mer_keras.data import synthetic
+    from mer_keras.preprocess import bench
+
+    calls = {}
+    monkeypatch.setattr(synthetic, "write_composite", lambda name, out, **kw: calls.update(synth=kw) or {})
+    assert main(["synth", "megc2019", "--out", str(tmp_path / "d"), "--identity-variety"]) == 0
+    assert calls["synth"]["identity_variety"] is True and calls["synth"]["release"] == "both"
+    assert main(["synth", "megc2019", "--out", str(tmp_path / "e")]) == 0
+    assert "identity_variety" not in calls["synth"]  # the default leaves the writer's default
+    monkeypatch.setattr(bench, "run_preprocess_bench", lambda **kw: calls.update(frames=kw))
+    monkeypatch.setattr(bench, "run_prepare_throughput", lambda processes, **kw: calls.update(prepare=(processes, kw)))
+    assert main(["bench", "preprocess", "--processes", "2", "--subjects", "23", "--clips-per-subject", "6"]) == 0
+    assert calls["prepare"] == ((2,), {"subjects_per_dataset": 23, "clips_per_subject": 6})
+
+
 # ----------------------------------------------------------------------------- bench fold
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,7 +20,7 @@ import pytest
 
 from mer_keras.evaluation import experiments as ex
 from tests.experiment_scripts import (
-    check_markdown, fold_counts, load_script, quick_argv, read_results, run_quick)
+    check_markdown, fold_counts, load_script, quick_argv, read_results, run_quick, script_path)
 from mer_keras.evaluation import paper_results
 
 pytestmark = pytest.mark.xdist_group("experiments")
@@ -390,3 +391,20 @@ def test_a_failing_row_is_reported_and_the_others_still_run(shared, tmp_path):
     assert runs["Off-ApexNet(2019)"]["status"] == "ran"
     res = read_results(tmp_path / "out")
     assert res.loc[res["row"] == "STSTNet(2019)", "status"].item().startswith("failed: ValueError")
+
+
+def test_two_stage_diagnosis_script_prints_and_records_a_probe_row(tmp_path):
+    """``experiments/00f_two_stage_diagnosis.py`` as a user types it (probe only, the cheap cell)."""
+    out = tmp_path / "diag"
+    cmd = [sys.executable, str(script_path("00f")), "--subjects", "2", "--size", "32", "--runs", "probe",
+           "--identity-variety", "--out", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "| S0.15_n2_variety_seed0_32px | " in done.stdout
+    (row,) = [json.loads(line) for line in (out / "diagnosis.jsonl").read_text().splitlines()]
+    assert set(row) == {"data", "probe_apex", "probe_flow"}
+    assert 0.0 <= row["probe_apex"] <= 1.0 and 0.0 <= row["probe_flow"] <= 1.0
+    # a rerun reuses the written data and the prepared cache and appends a second, identical row
+    subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True)
+    rows = [json.loads(line) for line in (out / "diagnosis.jsonl").read_text().splitlines()]
+    assert rows == [row, row]

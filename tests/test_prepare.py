@@ -75,11 +75,15 @@ def test_killed_prepare_resumes_with_identical_results(megc_tiny, megc_tiny_crop
     with pytest.raises(ValueError, match="did not finish"):
         PreparedCache(killed)  # a half-written cache is never read as if it were whole
 
-    resumed = prepare(megc_tiny_cropped, killed, STSTNET, workers=1, progress=False)
-    assert resumed.n_reused == n_before
-    assert resumed.n_computed == len(megc_tiny_cropped) - n_before
-    prepare(megc_tiny_cropped, tmp_path / "straight", STSTNET, workers=1, progress=False)
+    # The resumed and the straight runs are fresh CLI processes too, as a user runs them: every array is then
+    # computed in a process of the same state (this test's process has run other tests first).
+    resumed = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"computed {len(megc_tiny_cropped) - n_before}, reused {n_before} from an earlier run" in resumed.stdout
+    straight = subprocess.run(cmd[:-1] + [str(tmp_path / "straight")], capture_output=True, text=True, timeout=600)
+    assert straight.returncode == 0, straight.stderr[-2000:]
     a, b = PreparedCache(killed), PreparedCache(tmp_path / "straight")
+    assert a.config == b.config == STSTNET
     for key in a.manifest["key"]:
         for name, arr in a.load(key).items():
             np.testing.assert_array_equal(arr, b.load(key)[name], err_msg=f"{key}/{name}")

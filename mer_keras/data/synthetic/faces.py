@@ -15,6 +15,21 @@ transform and placed in a lab-style frame:
 4. tone changes: per-channel gain, contrast, brightness and gamma; then conversion to
    grey for ``grey=True``.
 
+``variety=True`` widens the identities beyond what the few bundled photos give
+(:data:`VARIETY`):
+
+5. a **morph** between two base photos (where there are two or more): the second photo is
+   brought onto the first by a similarity fitted on their landmarks, both are warped
+   piecewise-affinely (Delaunay triangles over the 68 landmarks, forehead points above the
+   brows and the photo's border) onto a landmark shape blended with a random weight, and
+   their faces are cross-dissolved with that weight inside a feathered face hull (outside
+   it: the first photo);
+6. **landmark-driven shape changes** on top: eye spacing, nose length, mouth width and jaw
+   width each scaled by a random factor, by moving those landmark groups in the same
+   piecewise-affine warp;
+7. **lighting**: a directional linear shading across the face (gain up to +-25 % at the
+   face's edge) and a colour cast (per-channel gain), before the tone changes of step 4.
+
 Landmarks are detected once per base photo with dlib (cached) and pushed through the
 same transforms, so they are exact for the synthetic image. Every produced subject is
 checked with dlib (frontal detector, no upsampling): exactly one face must be detected
@@ -54,6 +69,19 @@ LANDMARK_TOLERANCE = 0.12
 landmarks and the ones dlib predicts on the finished subject image."""
 
 MIN_FRAME_SIDE = 240
+
+VARIETY = {
+    "morph_weight": (0.2, 0.8),
+    "eye_spacing": (0.9, 1.1),
+    "nose_length": (0.88, 1.12),
+    "mouth_width": (0.88, 1.12),
+    "jaw_width": (0.92, 1.08),
+    "light_gain": (0.0, 0.25),
+    "colour_gain": (0.85, 1.15),
+}
+"""Ranges of the ``variety=True`` draws (uniform): blend weight of the second photo, the
+shape factors (relative to the face's own proportions), the directional lighting gain at
+the face's edge and the per-channel colour gain."""
 
 
 def _mirror_permutation() -> np.ndarray:
@@ -97,6 +125,7 @@ def make_subjects(
     grey: bool = False,
     seed: int = 0,
     photos: str | Path | Sequence[str | Path] | None = None,
+    variety: bool = False,
 ) -> list[SyntheticSubject]:
     """Make ``n`` distinct synthetic subjects (``subject01``, ``subject02``, ...).
 
@@ -105,7 +134,9 @@ def make_subjects(
     (photos without a detectable face are skipped with a warning); subject ``i`` is
     built from photo ``i mod len(photos)``. Base-photo landmarks are cached in-process.
     Subject ``i`` depends only on ``seed``, ``i`` and the other arguments (not on
-    ``n``), so results are deterministic per seed.
+    ``n``), so results are deterministic per seed. ``variety=True`` adds the morphs,
+    shape changes and lighting of steps 5-7 of the module docstring, drawn from a separate
+    random stream (``variety=False`` subjects are unchanged by the option's existence).
     Raises ``RuntimeError`` if no accepted draw is found in :data:`MAX_TRIES` attempts.
     """
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
@@ -118,7 +149,15 @@ def make_subjects(
     for i in range(int(n)):
         name = f"subject{i + 1:02d}"
         rng = np.random.default_rng([int(seed), i])
-        image, landmarks = _draw_subject(bases[i % len(bases)], (width, height), grey, rng, name)
+        base = bases[i % len(bases)]
+        lighting = None
+        if variety:
+            vrng = np.random.default_rng([int(seed), i, 1])
+            k = len(bases)  # the partner is always another photo, cycling through them
+            partner = bases[(i % k + 1 + (i // k) % (k - 1)) % k] if k > 1 else None
+            base = _varied_base(base, partner, vrng)
+            lighting = _lighting_draw(vrng)
+        image, landmarks = _draw_subject(base, (width, height), grey, rng, name, lighting)
         subjects.append(SyntheticSubject(name, image, landmarks))
     return subjects
 
@@ -219,12 +258,12 @@ def _dlib_models():
 
 
 def _draw_subject(
-    base: _Base, size: tuple[int, int], grey: bool, rng: np.random.Generator, name: str
+    base: _Base, size: tuple[int, int], grey: bool, rng: np.random.Generator, name: str, lighting=None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Random draws until dlib accepts the result; returns (image, landmarks)."""
     failures = []
     for _ in range(MAX_TRIES):
-        image, landmarks = _render_subject(base, size, grey, rng)
+        image, landmarks = _render_subject(base, size, grey, rng, lighting)
         problem = _verify(image, landmarks)
         if problem is None:
             return image, landmarks.astype(np.float32)
@@ -248,7 +287,7 @@ def _verify(image: np.ndarray, landmarks: np.ndarray) -> str | None:
 
 
 def _render_subject(
-    base: _Base, size: tuple[int, int], grey: bool, rng: np.random.Generator
+    base: _Base, size: tuple[int, int], grey: bool, rng: np.random.Generator, lighting=None
 ) -> tuple[np.ndarray, np.ndarray]:
     width, height = size
     photo, points = base.image, base.landmarks
@@ -263,6 +302,8 @@ def _render_subject(
     image = cv2.remap(
         np.ascontiguousarray(photo), map_x, map_y, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE
     )
+    if lighting is not None:
+        image = _light(image, landmarks, *lighting)
     image = _tone(image, rng)
     if grey:
         image = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
@@ -398,3 +439,124 @@ def _tone(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     img = np.clip(img, 0, 255) / 255.0
     img = 255.0 * img ** np.float32(rng.uniform(0.8, 1.25))
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------- identity variety
+
+
+def _varied_base(base: _Base, partner: _Base | None, rng: np.random.Generator) -> _Base:
+    """A new base photo: ``base`` morphed toward ``partner`` (if any) and reshaped (steps 5-6)."""
+    lo, hi = VARIETY["morph_weight"]
+    weight = float(rng.uniform(lo, hi)) if partner is not None else 0.0
+    factors = {k: float(rng.uniform(*VARIETY[k])) for k in ("eye_spacing", "nose_length", "mouth_width", "jaw_width")}
+    source = base.landmarks
+    if partner is not None:
+        similarity, _ = cv2.estimateAffinePartial2D(partner.landmarks, source, method=cv2.LMEDS)
+        partner_points = _apply_affine(similarity, partner.landmarks)
+        blended = (1.0 - weight) * source + weight * partner_points
+    else:
+        blended = source.copy()
+    target = _reshape(blended, factors)
+    h, w = base.image.shape[:2]
+    image = _piecewise_warp(base.image, source, target, (h, w)).astype(np.float32)
+    if partner is not None:
+        aligned = cv2.warpAffine(np.ascontiguousarray(partner.image), similarity, (w, h), flags=cv2.INTER_CUBIC,
+                                 borderMode=cv2.BORDER_REPLICATE)
+        other = _piecewise_warp(aligned, partner_points, target, (h, w)).astype(np.float32)
+        mask = _face_mask(target, (h, w))[..., None] * np.float32(weight)
+        image = image + mask * (other - image)
+    out = np.clip(np.rint(image), 0, 255).astype(np.uint8)
+    out.setflags(write=False)
+    return _Base(out, target)
+
+
+def _reshape(points: np.ndarray, factors: dict[str, float]) -> np.ndarray:
+    """Landmarks with the eye spacing, nose length, mouth and jaw widths scaled in face axes."""
+    eye_a, eye_b = points[36:42].mean(0), points[42:48].mean(0)
+    axis_x = (eye_b - eye_a) / max(float(np.hypot(*(eye_b - eye_a))), 1e-6)
+    axis_y = np.array([-axis_x[1], axis_x[0]])
+    centre = (eye_a + eye_b) / 2.0
+    out = points.copy()
+    half = (eye_b - eye_a) / 2.0 * (factors["eye_spacing"] - 1.0)
+    out[list(range(17, 22)) + list(range(36, 42))] -= half  # the right eye and brow move with its eye
+    out[list(range(22, 27)) + list(range(42, 48))] += half
+    nose_top = points[27]
+    for i in range(28, 36):  # nose bridge and base stretched along the face's vertical axis from its top
+        along = float((points[i] - nose_top) @ axis_y)
+        out[i] += axis_y * along * (factors["nose_length"] - 1.0)
+    mouth_centre = points[48:68].mean(0)
+    for i in range(48, 68):
+        across = float((points[i] - mouth_centre) @ axis_x)
+        out[i] += axis_x * across * (factors["mouth_width"] - 1.0)
+    for i in range(0, 17):
+        across = float((points[i] - centre) @ axis_x)
+        out[i] += axis_x * across * (factors["jaw_width"] - 1.0)
+    return out
+
+
+def _anchors(points: np.ndarray, shape_hw: tuple[int, int]) -> np.ndarray:
+    """Forehead points (the brows lifted by 0.6 of the brow-to-nose-tip distance) and a border ring."""
+    h, w = shape_hw
+    brows = points[17:27]
+    lift = 0.6 * (points[33] - brows.mean(0))
+    forehead = brows - lift
+    xs, ys = np.linspace(0, w - 1, 5), np.linspace(0, h - 1, 5)
+    border = [(x, 0) for x in xs] + [(x, h - 1) for x in xs]
+    border += [(0, y) for y in ys[1:-1]] + [(w - 1, y) for y in ys[1:-1]]
+    return np.vstack([forehead, np.array(border, np.float64)])
+
+
+def _piecewise_warp(image: np.ndarray, source: np.ndarray, target: np.ndarray, shape_hw) -> np.ndarray:
+    """``image`` warped so that ``source`` landmarks land on ``target`` (piecewise affine, cubic).
+
+    The forehead anchors follow the landmarks of each shape; the border ring stays fixed.
+    """
+    from scipy.spatial import Delaunay
+
+    h, w = shape_hw
+    dst = np.vstack([target, _anchors(target, (h, w))])
+    src = np.vstack([source, _anchors(source, (h, w))])
+    triangles = Delaunay(dst)
+    gx, gy = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64))
+    pixels = np.stack([gx.ravel(), gy.ravel()], 1)
+    simplex = triangles.find_simplex(pixels)
+    inside = simplex >= 0
+    transforms = triangles.transform[simplex[inside]]  # (n, 3, 2): barycentric coordinates from dst points
+    bary2 = np.einsum("nij,nj->ni", transforms[:, :2], pixels[inside] - transforms[:, 2])
+    bary = np.concatenate([bary2, 1.0 - bary2.sum(1, keepdims=True)], 1)
+    corners = src[triangles.simplices[simplex[inside]]]  # (n, 3, 2)
+    mapped = np.einsum("ni,nij->nj", bary, corners)
+    map_xy = pixels.copy()
+    map_xy[inside] = mapped
+    map_x = map_xy[:, 0].reshape(h, w).astype(np.float32)
+    map_y = map_xy[:, 1].reshape(h, w).astype(np.float32)
+    return cv2.remap(np.ascontiguousarray(image), map_x, map_y, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+
+
+def _face_mask(points: np.ndarray, shape_hw: tuple[int, int]) -> np.ndarray:
+    """Feathered convex hull of the landmarks and forehead points, 1 inside, float32."""
+    h, w = shape_hw
+    hull_points = np.vstack([points, _anchors(points, shape_hw)[:10]])
+    mask = np.zeros((h, w), np.float32)
+    cv2.fillConvexPoly(mask, cv2.convexHull(np.rint(hull_points).astype(np.int32)), 1.0)
+    face_h = float(np.ptp(points[:, 1]))
+    sigma = max(1.0, 0.06 * face_h)
+    return cv2.GaussianBlur(mask, (0, 0), sigma)
+
+
+def _lighting_draw(rng: np.random.Generator) -> tuple[float, float, np.ndarray]:
+    """(gain at the face's edge, direction in radians, per-channel colour gains) for :func:`_light`."""
+    gain = float(rng.uniform(*VARIETY["light_gain"]))
+    return gain, float(rng.uniform(0.0, 2.0 * math.pi)), rng.uniform(*VARIETY["colour_gain"], 3).astype(np.float32)
+
+
+def _light(image: np.ndarray, landmarks: np.ndarray, gain: float, angle: float, colour: np.ndarray) -> np.ndarray:
+    """Directional linear shading across the face (``1 + gain`` at its edge, clipped at +-2 x gain), colour cast."""
+    h, w = image.shape[:2]
+    centre = landmarks.mean(0)
+    radius = max(float(np.ptp(landmarks[:, 0])), float(np.ptp(landmarks[:, 1]))) / 2.0
+    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    along = ((gx - centre[0]) * math.cos(angle) + (gy - centre[1]) * math.sin(angle)) / np.float32(radius)
+    shade = 1.0 + np.float32(gain) * np.clip(along, -2.0, 2.0)
+    out = image.astype(np.float32) * shade[..., None] * colour[None, None, :]
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)

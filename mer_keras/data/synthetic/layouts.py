@@ -1134,6 +1134,7 @@ def write_dataset(
     counts: str | None = None,
     appearance_strength: float | None = None,
     release: str = "raw",
+    identity_variety: bool = False,
     **options,
 ) -> dict:
     """Write a synthetic ``name`` dataset under ``root`` in the real layout; return a summary.
@@ -1146,7 +1147,9 @@ def write_dataset(
     ``clips_per_subject``, ``frame_size``, ``n_frames`` and ``photos`` are then unused.
     ``faults`` injects bad-input cases (:data:`FAULTS`). ``appearance_strength``: the
     rendered expressions' shading (creases, bulges; :func:`render_clip`), ``None`` for the
-    default :data:`.appearance.APPEARANCE_STRENGTH`, 0 for motion only. ``options`` go
+    default :data:`.appearance.APPEARANCE_STRENGTH`, 0 for motion only.
+    ``identity_variety``: subjects morphed between the base photos, reshaped and lit
+    (``make_subjects(variety=True)``); off by default. ``options`` go
     to the layout (CASME II: ``version="20140508"`` or ``"20190701"``). Deterministic per
     ``seed``: the rendered frames do not depend on ``release``.
 
@@ -1187,7 +1190,7 @@ def write_dataset(
             _twin_frames(layout, root, p, releases)
     else:
         _render_all(layout, root, plans, frame_size or layout.frame_size, n_frames, seed, photos, rng, sidecar,
-                    appearance_strength, releases)
+                    appearance_strength, releases, identity_variety)
     annotation = layout.write_annotation(root, plans, targets)
     for paths in releases:
         _apply_file_faults(layout, root, plans, targets, paths)
@@ -1198,13 +1201,14 @@ def write_dataset(
 
 
 def _render_all(layout, root, plans, frame_size, n_frames, seed, photos, rng, sidecar, appearance_strength,
-                releases=()) -> None:
+                releases=(), identity_variety=False) -> None:
     from .appearance import APPEARANCE_STRENGTH
     from .faces import make_subjects
 
     strength = APPEARANCE_STRENGTH if appearance_strength is None else appearance_strength
     n = max(p.subject_index for p in plans) + 1
-    subjects = make_subjects(n, frame_size=tuple(frame_size), grey=layout.grey, seed=seed, photos=photos)
+    subjects = make_subjects(n, frame_size=tuple(frame_size), grey=layout.grey, seed=seed, photos=photos,
+                             variety=bool(identity_variety))
     if any(r.cropped is not None for r in releases):  # one registered box per subject, as in the releases
         boxes = [crop_box(s.landmarks, tuple(frame_size)) for s in subjects]
         for p in plans:
@@ -1254,13 +1258,14 @@ def write_composite(
     counts: str | None = None,
     appearance_strength: float | None = None,
     release: str = "raw",
+    identity_variety: bool = False,
 ) -> dict[str, str]:
     """Write every dataset of composite ``name`` under ``root/{dataset}``; return their roots.
 
     The result's keys are the composite function's keyword names, so
     ``megc2019(**write_composite("megc2019", tmp))`` builds the composite. Each dataset
     gets its own seed (``seed`` and its position) so subjects differ across datasets.
-    ``appearance_strength`` goes to every :func:`write_dataset` (``None``: the default).
+    ``appearance_strength`` and ``identity_variety`` go to every :func:`write_dataset`.
     ``release`` (``"raw"``, ``"cropped"``, ``"both"``) goes to every dataset that has a
     cropped release (:data:`CROPPED_RELEASES`); the others (MMEW, the macro sets) are
     written ``"raw"`` only.
@@ -1274,7 +1279,7 @@ def write_composite(
         path = Path(root) / dataset
         write_dataset(dataset, path, n_subjects=subjects_per_dataset, clips_per_subject=clips_per_subject,
                       frame_size=frame_size, n_frames=n_frames, seed=seed * 100 + i, photos=photos, counts=counts,
-                      appearance_strength=appearance_strength,
+                      appearance_strength=appearance_strength, identity_variety=identity_variety,
                       release=release if dataset in CROPPED_RELEASES else "raw")
         roots[dataset] = str(path)
     return roots
