@@ -75,8 +75,9 @@ def test_killed_prepare_resumes_with_identical_results(megc_tiny, megc_tiny_crop
     with pytest.raises(ValueError, match="did not finish"):
         PreparedCache(killed)  # a half-written cache is never read as if it were whole
 
-    # The resumed and the straight runs are fresh CLI processes too, as a user runs them: every array is then
-    # computed in a process of the same state (this test's process has run other tests first).
+    # The resumed and the straight runs are CLI processes too, as a user runs them. (This test once failed when
+    # they ran in this process: a reused TV-L1 object kept the lower scale count of an earlier test's small
+    # images; tvl1_flow now creates one per call, tests/test_flow.py.)
     resumed = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"computed {len(megc_tiny_cropped) - n_before}, reused {n_before} from an earlier run" in resumed.stdout

@@ -15,7 +15,6 @@ Conventions: a flow field is ``H x W x 2`` float32, channel 0 = ``u`` = dx, chan
 
 from __future__ import annotations
 
-import threading
 from dataclasses import asdict, dataclass, fields, replace
 
 import cv2
@@ -138,20 +137,6 @@ class TVL1Params:
         return replace(self, **changes)
 
 
-_algorithms = threading.local()
-
-
-def _algorithm(params: TVL1Params):
-    """The cached algorithm object for ``params`` (one per parameter set, per thread)."""
-    cache = getattr(_algorithms, "cache", None)
-    if cache is None:
-        cache = _algorithms.cache = {}
-    algo = cache.get(params)
-    if algo is None:
-        algo = cache[params] = params.create()
-    return algo
-
-
 def _flow_input(image: np.ndarray, name: str) -> np.ndarray:
     arr = np.asarray(image)
     if arr.ndim != 2:
@@ -171,7 +156,11 @@ def tvl1_flow(prev: np.ndarray, next: np.ndarray, params: TVL1Params | None = No
     Inputs: grey ``H x W`` images of equal shape, uint8 in 0..255 or float in 0..1
     (OpenCV multiplies float input by 255). Returns ``H x W x 2`` float32 ``(u, v) =
     (dx, dy)`` in pixels: ``next[p + flow[p]] ~ prev[p]``. ``params=None`` uses OpenCV's
-    defaults. The algorithm object is created once per parameter set and reused.
+    defaults. A new algorithm object per call (creating one takes under a microsecond):
+    OpenCV's ``DualTVL1OpticalFlow`` lowers its own scale count for good when an image is
+    too small for its pyramid (below 16 px at the coarsest scale), so a reused object gives
+    a later, larger pair fewer scales than asked for, and results that depend on what the
+    process computed before.
     """
     params = params or TVL1Params()
     a, b = _flow_input(prev, "prev"), _flow_input(next, "next")
@@ -183,7 +172,7 @@ def tvl1_flow(prev: np.ndarray, next: np.ndarray, params: TVL1Params | None = No
         )
     if min(a.shape) < 4:
         raise ValueError(f"images are too small for optical flow: {a.shape}")
-    flow = _algorithm(params).calc(a, b, None)
+    flow = params.create().calc(a, b, None)
     return np.asarray(flow, dtype=np.float32)
 
 
