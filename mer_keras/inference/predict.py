@@ -235,7 +235,6 @@ def clip_features(greys: Sequence[np.ndarray], onset: int | None, apex: int | No
     ``motion_curve``. Raises :class:`ClipError` for too few frames, bad indices or no face.
     """
     from mer_keras.preprocess.face import FaceAligner, align_clip, align_frame, estimate_alignment
-    from mer_keras.preprocess.flow import flow_image
     from mer_keras.preprocess.masks import apply_mask, build_mask
     from mer_keras.preprocess.pipeline import INTERPOLATIONS, ClipFeatures, flow_and_strain
 
@@ -313,10 +312,7 @@ def clip_features(greys: Sequence[np.ndarray], onset: int | None, apex: int | No
 
     flow_m = strain_m = image = None
     if input_kind in FLOW_KINDS:
-        if not config.compute_flow:
-            raise ClipError(f"{source}: the bundle's pre-processing computes no flow, but its network reads {input_kind!r}")
-        if onset == apex:
-            raise ClipError(f"{source}: optical flow needs two different frames (onset {onset} = apex {apex})")
+        _check_flow_request(config, input_kind, onset, apex, source)
         ends = (greys[selected[0]], greys[selected[-1]])
         flow, strain = flow_and_strain(
             lambda size: (aligned[0], aligned[-1]) if size == config.size else tuple(
@@ -325,9 +321,7 @@ def clip_features(greys: Sequence[np.ndarray], onset: int | None, apex: int | No
             config, options.tvl1)
         t = timer.add("tvl1", t)
         flow_m, strain_m = apply_mask(flow, mask), apply_mask(strain, mask)
-        opts = config.flow_image
-        image = flow_image(flow_m, strain=strain_m, third=opts.third, normalisation=opts.normalisation,
-                           flow_scale=opts.flow_scale, third_scale=opts.third_scale)
+        image = config.flow_image.render(flow_m, strain_m)
         t = timer.add("strain_flow_image", t)
     features = ClipFeatures(onset=onset_m, apex=apex_m, flow=flow_m, strain=strain_m, flow_image=image, mask=mask,
                             landmarks=np.asarray(landmarks_out, dtype=np.float32), n_fallback_frames=int(n_fallback),
@@ -336,6 +330,14 @@ def clip_features(greys: Sequence[np.ndarray], onset: int | None, apex: int | No
             "motion_curve": None if curve is None else [float(v) for v in curve]}
     info["cpu_ms"] = timer.cpu_ms
     return features, info, timer.ms
+
+
+def _check_flow_request(config, input_kind: str, onset: int, apex: int, source) -> None:
+    """:class:`ClipError` unless the bundle computes flow and the clip has two different frames for it."""
+    if not config.compute_flow:
+        raise ClipError(f"{source}: the bundle's pre-processing computes no flow, but its network reads {input_kind!r}")
+    if onset == apex:
+        raise ClipError(f"{source}: optical flow needs two different frames (onset {onset} = apex {apex})")
 
 
 def _cropped_clip_features(greys, onset: int, apex: int | None, config, input_kind: str, options, timer, source):
@@ -356,10 +358,8 @@ def _cropped_clip_features(greys, onset: int, apex: int | None, config, input_ki
         t = timer.add("spotting", t)
     apex = int(apex)
     flow = input_kind in FLOW_KINDS
-    if flow and not config.compute_flow:
-        raise ClipError(f"{source}: the bundle's pre-processing computes no flow, but its network reads {input_kind!r}")
-    if flow and onset == apex:
-        raise ClipError(f"{source}: optical flow needs two different frames (onset {onset} = apex {apex})")
+    if flow:
+        _check_flow_request(config, input_kind, onset, apex, source)
     selected = range(onset, apex + 1) if input_kind in FRAME_KINDS else (onset, apex)
     run = config.replace(keep="onset_to_apex" if input_kind in FRAME_KINDS else "onset_apex", compute_flow=flow)
     features = preprocess_cropped([greys[i] for i in selected], run, params=options.tvl1)

@@ -88,6 +88,11 @@ class FlowImageOptions:
         if self.third_scale is not None and not (np.isfinite(self.third_scale) and self.third_scale > 0):
             raise ValueError(f"third_scale must be > 0 or None, got {self.third_scale}")
 
+    def render(self, flow: np.ndarray, strain: np.ndarray) -> np.ndarray:
+        """:func:`~mer_keras.preprocess.flow.flow_image` of ``flow`` and ``strain`` with these options."""
+        return flow_image(flow, strain=strain, third=self.third, normalisation=self.normalisation,
+                          flow_scale=self.flow_scale, third_scale=self.third_scale)
+
 
 @dataclass(frozen=True)
 class PreprocessConfig:
@@ -400,9 +405,7 @@ def preprocess_cropped(crops: Sequence[ImageLike], config: PreprocessConfig, *,
                             landmarks=landmarks, frames=frames)
     pair = _cropped_pair([crops[0], crops[-1]], config)
     flow, strain = flow_and_strain(lambda size: (onset, apex) if size == config.size else pair(size), config, params)
-    opts = config.flow_image
-    image = flow_image(flow, strain=strain, third=opts.third, normalisation=opts.normalisation,
-                       flow_scale=opts.flow_scale, third_scale=opts.third_scale)
+    image = config.flow_image.render(flow, strain)
     return ClipFeatures(onset=onset, apex=apex, flow=flow, strain=strain, flow_image=image, mask=mask,
                         landmarks=landmarks, frames=frames)
 
@@ -468,15 +471,7 @@ def preprocess_clip(
         config)
     flow_m = apply_mask(flow, mask)
     strain_m = apply_mask(strain, mask)
-    opts = config.flow_image
-    image = flow_image(
-        flow_m,
-        strain=strain_m,
-        third=opts.third,
-        normalisation=opts.normalisation,
-        flow_scale=opts.flow_scale,
-        third_scale=opts.third_scale,
-    )
+    image = config.flow_image.render(flow_m, strain_m)
     return ClipFeatures(
         onset=apply_mask(onset, mask),
         apex=apply_mask(apex, mask),
