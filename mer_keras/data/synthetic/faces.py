@@ -458,13 +458,16 @@ def _varied_base(base: _Base, partner: _Base | None, rng: np.random.Generator) -
         blended = source.copy()
     target = _reshape(blended, factors)
     h, w = base.image.shape[:2]
-    image = _piecewise_warp(base.image, source, target, (h, w)).astype(np.float32)
+    images, sources = [base.image], [source]
     if partner is not None:
-        aligned = cv2.warpAffine(np.ascontiguousarray(partner.image), similarity, (w, h), flags=cv2.INTER_CUBIC,
-                                 borderMode=cv2.BORDER_REPLICATE)
-        other = _piecewise_warp(aligned, partner_points, target, (h, w)).astype(np.float32)
+        images.append(cv2.warpAffine(np.ascontiguousarray(partner.image), similarity, (w, h), flags=cv2.INTER_CUBIC,
+                                     borderMode=cv2.BORDER_REPLICATE))
+        sources.append(partner_points)
+    warped = [x.astype(np.float32) for x in _piecewise_warps(images, sources, target, (h, w))]
+    image = warped[0]
+    if partner is not None:
         mask = _face_mask(target, (h, w))[..., None] * np.float32(weight)
-        image = image + mask * (other - image)
+        image = image + mask * (warped[1] - image)
     out = np.clip(np.rint(image), 0, 255).astype(np.uint8)
     out.setflags(write=False)
     return _Base(out, target)
@@ -506,17 +509,18 @@ def _anchors(points: np.ndarray, shape_hw: tuple[int, int]) -> np.ndarray:
     return np.vstack([forehead, np.array(border, np.float64)])
 
 
-def _piecewise_warp(image: np.ndarray, source: np.ndarray, target: np.ndarray, shape_hw) -> np.ndarray:
-    """``image`` warped so that ``source`` landmarks land on ``target`` (piecewise affine, cubic).
+def _piecewise_warps(images: Sequence[np.ndarray], sources: Sequence[np.ndarray], target: np.ndarray,
+                     shape_hw) -> list[np.ndarray]:
+    """Each image warped so that its ``sources`` landmarks land on ``target`` (piecewise affine, cubic).
 
     The forehead anchors follow the landmarks of each shape; the border ring stays fixed.
+    The triangulation of ``target`` and every pixel's barycentric coordinates in it are
+    computed once for all the images.
     """
     from scipy.spatial import Delaunay
 
     h, w = shape_hw
-    dst = np.vstack([target, _anchors(target, (h, w))])
-    src = np.vstack([source, _anchors(source, (h, w))])
-    triangles = Delaunay(dst)
+    triangles = Delaunay(np.vstack([target, _anchors(target, (h, w))]))
     gx, gy = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64))
     pixels = np.stack([gx.ravel(), gy.ravel()], 1)
     simplex = triangles.find_simplex(pixels)
@@ -524,13 +528,17 @@ def _piecewise_warp(image: np.ndarray, source: np.ndarray, target: np.ndarray, s
     transforms = triangles.transform[simplex[inside]]  # (n, 3, 2): barycentric coordinates from dst points
     bary2 = np.einsum("nij,nj->ni", transforms[:, :2], pixels[inside] - transforms[:, 2])
     bary = np.concatenate([bary2, 1.0 - bary2.sum(1, keepdims=True)], 1)
-    corners = src[triangles.simplices[simplex[inside]]]  # (n, 3, 2)
-    mapped = np.einsum("ni,nij->nj", bary, corners)
-    map_xy = pixels.copy()
-    map_xy[inside] = mapped
-    map_x = map_xy[:, 0].reshape(h, w).astype(np.float32)
-    map_y = map_xy[:, 1].reshape(h, w).astype(np.float32)
-    return cv2.remap(np.ascontiguousarray(image), map_x, map_y, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+    corners = triangles.simplices[simplex[inside]]  # (n, 3) point indices
+    warped = []
+    for image, source in zip(images, sources):
+        src = np.vstack([source, _anchors(source, (h, w))])
+        map_xy = pixels.copy()
+        map_xy[inside] = np.einsum("ni,nij->nj", bary, src[corners])
+        map_x = map_xy[:, 0].reshape(h, w).astype(np.float32)
+        map_y = map_xy[:, 1].reshape(h, w).astype(np.float32)
+        warped.append(cv2.remap(np.ascontiguousarray(image), map_x, map_y, cv2.INTER_CUBIC,
+                                borderMode=cv2.BORDER_REPLICATE))
+    return warped
 
 
 def _face_mask(points: np.ndarray, shape_hw: tuple[int, int]) -> np.ndarray:
