@@ -161,6 +161,25 @@ def test_stage2_reload_copies_downsampling_layers_and_keeps_a_fresh_head(data, p
     assert fresh.get_layer("stem_conv").get_weights()[0].shape[2] == 3
 
 
+def test_input_path_scales_to_unit_range_and_repeats_the_grey_channel():
+    """Issue 20's input checks: uint8 frames reach the stem as x / 255 in three identical channels, and
+    a flow image as x / 255 in its own channels (the pixel scale both stages' stems see is the same)."""
+    import keras
+
+    rng = np.random.default_rng(0)
+    grey = rng.integers(0, 256, (2, SIZE, SIZE, 1), dtype=np.uint8)
+    flow = rng.integers(0, 256, (2, SIZE, SIZE, 3), dtype=np.uint8)
+    frames_model = build_two_stage_model(RECIPE, grey.shape[1:], 3, head="svm", seed=0)
+    flow_model = build_two_stage_model(RECIPE, flow.shape[1:], 3, head="softmax", seed=0)
+    to_stem = keras.Model(frames_model.input, frames_model.get_layer("grey_to_rgb").output)
+    seen = keras.ops.convert_to_numpy(to_stem(grey))
+    np.testing.assert_allclose(seen, np.repeat(grey / 255.0, 3, axis=-1), atol=1e-6)
+    assert "grey_to_rgb" not in [layer.name for layer in flow_model.layers]
+    flow_seen = keras.ops.convert_to_numpy(keras.Model(flow_model.input, flow_model.get_layer("rescale").output)(flow))
+    np.testing.assert_allclose(flow_seen, flow / 255.0, atol=1e-6)
+    assert frames_model.get_layer("stem_conv").input.shape[-1] == flow_model.get_layer("stem_conv").input.shape[-1] == 3
+
+
 def test_stage2_reload_leaves_attention_units_fresh():
     r = small("shufflenet_cbam_svm")
     src = build_two_stage_model(r, (SIZE, SIZE, 3), 3, head="softmax", seed=1)
